@@ -1,0 +1,265 @@
+"""build_sequences: `events` up to a logical date -> one `user_sequences` snapshot, after updating `item_index`.
+
+    spark-submit jobs/build_sequences.py --logical-date 2026-01-05 [--max-len 200] [--warehouse warehouse]
+
+Steps: select events with event_date <= D (optionally only the last --lookback-days, and only some
+event types); drop items with fewer than --min-item-events events, then users with fewer than
+--min-user-events; append items never indexed before to `item_index` (existing items keep their
+index: it is never renumbered); build each user's item sequence ordered by (event_ts, event_id),
+optionally without consecutive repeats, truncated to the most recent --max-len items; replace the
+snapshot as_of_date = D in one Delta transaction.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import sys
+import time
+from dataclasses import dataclass
+
+from pyspark.sql import DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+
+from attnmodel.columns import (
+    AS_OF_DATE,
+    EVENT_TS,
+    EVENTS_TABLE,
+    FIRST_SEEN_DATE,
+    ITEM_ID,
+    ITEM_IDX,
+    ITEM_INDEX_TABLE,
+    LENGTH,
+    USER_ID,
+    USER_SEQUENCES_TABLE,
+)
+from jobs import raw_contract as rc
+from jobs.common import JobInputError, add_location_args, fail, parse_date, print_report
+from jobs.warehouse import table_path
+
+
+@dataclass(frozen=True)
+class SequenceParams:
+    logical_date: dt.date
+    warehouse: str = "warehouse"
+    max_len: int = 200
+    event_types: tuple[str, ...] = rc.EVENT_TYPES
+    lookback_days: int | None = None
+    dedupe_consecutive: bool = False
+    min_user_events: int = 1
+    min_item_events: int = 1
+
+    def __post_init__(self):
+        if self.max_len < 1:
+            raise JobInputError("--max-len must be >= 1")
+        if self.lookback_days is not None and self.lookback_days < 1:
+            raise JobInputError("--lookback-days must be >= 1")
+        if self.min_user_events < 1 or self.min_item_events < 1:
+            raise JobInputError("--min-user-events and --min-item-events must be >= 1")
+
+
+@dataclass(frozen=True)
+class SequenceReport:
+    logical_date: str
+    events_read: int
+    users: int
+    items_indexed: int
+    new_items: int
+    mean_length: float
+    seconds: float
+
+
+# ---------------------------------------------------------------- pure transforms
+
+def select_events(events: DataFrame, params: SequenceParams) -> DataFrame:
+    """Events visible on the logical date, of the chosen types and look-back window."""
+    cond = (F.col("event_date") <= F.lit(params.logical_date)) & F.col("event_type").isin(list(params.event_types))
+    if params.lookback_days is not None:
+        first_day = params.logical_date - dt.timedelta(days=params.lookback_days - 1)
+        cond = cond & (F.col("event_date") >= F.lit(first_day))
+    return events.filter(cond).select("event_id", USER_ID, ITEM_ID, EVENT_TS)
+
+
+def apply_min_counts(events: DataFrame, *, min_user_events: int, min_item_events: int) -> DataFrame:
+    """One pass each: items with too few events first, then users with too few remaining events."""
+    if min_item_events > 1:
+        per_item = Window.partitionBy(ITEM_ID)
+        events = events.withColumn("_n", F.count(F.lit(1)).over(per_item)).filter(F.col("_n") >= min_item_events).drop("_n")
+    if min_user_events > 1:
+        per_user = Window.partitionBy(USER_ID)
+        events = events.withColumn("_n", F.count(F.lit(1)).over(per_user)).filter(F.col("_n") >= min_user_events).drop("_n")
+    return events
+
+
+def new_index_entries(events: DataFrame, item_index: DataFrame, *, logical_date: dt.date) -> DataFrame:
+    """Items of `events` missing from `item_index`, numbered after its current maximum, in item_id order."""
+    unseen = events.select(ITEM_ID).distinct().join(item_index.select(ITEM_ID), ITEM_ID, "left_anti")
+    start = item_index.agg(F.coalesce(F.max(ITEM_IDX), F.lit(0)).alias("_start"))
+    # the new items of one night are few; a single ordered window over them is fine
+    ordered = Window.orderBy(ITEM_ID)
+    return unseen.crossJoin(start).select(
+        ITEM_ID,
+        (F.col("_start") + F.row_number().over(ordered)).cast("int").alias(ITEM_IDX),
+        F.lit(logical_date).alias(FIRST_SEEN_DATE),
+    )
+
+
+def sequences_from_events(
+    events: DataFrame, item_index: DataFrame, *, logical_date: dt.date, max_len: int, dedupe_consecutive: bool,
+    min_user_events: int = 1,
+) -> DataFrame:
+    """One row per user: item_idx and event_ts arrays, oldest first, ordered by (event_ts, event_id).
+
+    The same event_id seen twice (a redelivery on another day) counts once.
+    """
+    indexed = events.join(item_index.select(ITEM_ID, ITEM_IDX), ITEM_ID, "inner")
+    # One shuffle by user serves both aggregations: a redelivered event_id keeps its earliest copy,
+    # then each user's events are sorted by (event_ts, event_id) for a deterministic order.
+    once = (
+        indexed.repartition(USER_ID)
+        .groupBy(USER_ID, "event_id")
+        .agg(F.min(F.struct(EVENT_TS, ITEM_IDX)).alias("_first"))
+    )
+    grouped = once.groupBy(USER_ID).agg(
+        F.sort_array(F.collect_list(F.struct(F.col("_first")[EVENT_TS].alias(EVENT_TS), F.col("event_id"),
+                                             F.col("_first")[ITEM_IDX].alias(ITEM_IDX)))).alias("_ev")
+    )
+    if dedupe_consecutive:
+        grouped = grouped.withColumn(
+            "_ev", F.filter("_ev", lambda x, i: (i == 0) | (x[ITEM_IDX] != F.col("_ev")[i - 1][ITEM_IDX]))
+        )
+    grouped = grouped.filter(F.size("_ev") >= min_user_events)
+    truncated = F.slice("_ev", F.greatest(F.size("_ev") - max_len + 1, F.lit(1)), max_len)
+    return grouped.select(
+        F.col(USER_ID),
+        F.transform(truncated, lambda x: x[ITEM_IDX]).alias(ITEM_IDX),
+        F.transform(truncated, lambda x: x[EVENT_TS]).alias(EVENT_TS),
+        F.least(F.size("_ev"), F.lit(max_len)).alias(LENGTH),
+        F.lit(logical_date).alias(AS_OF_DATE),
+    )
+
+
+# ---------------------------------------------------------------- I/O
+
+def _delta_exists(spark: SparkSession, path: str) -> bool:
+    from delta.tables import DeltaTable
+
+    return DeltaTable.isDeltaTable(spark, path)
+
+
+def update_item_index(spark: SparkSession, new_items: DataFrame, path: str) -> int:
+    """Append new items with MERGE on item_id, so a rerun or a concurrent duplicate inserts nothing twice."""
+    from delta.tables import DeltaTable
+
+    new_items = new_items.persist()
+    try:
+        count = new_items.count()
+        if not _delta_exists(spark, path):
+            new_items.write.format("delta").mode("errorifexists").save(path)
+        elif count:
+            (
+                DeltaTable.forPath(spark, path).alias("t")
+                .merge(new_items.alias("s"), f"t.{ITEM_ID} = s.{ITEM_ID}")
+                .whenNotMatchedInsertAll()
+                .execute()
+            )
+    finally:
+        new_items.unpersist()
+    return count
+
+
+def run(spark: SparkSession, params: SequenceParams) -> SequenceReport:
+    started = time.monotonic()
+    events_path = table_path(params.warehouse, EVENTS_TABLE)
+    index_path = table_path(params.warehouse, ITEM_INDEX_TABLE)
+    if not _delta_exists(spark, events_path):
+        raise JobInputError(f"events table not found at {events_path}: run ingest_events first")
+    events = select_events(spark.read.format("delta").load(events_path), params)
+    events = apply_min_counts(events, min_user_events=1, min_item_events=params.min_item_events)
+    events = events.persist()
+    try:
+        events_read = events.count()
+        if _delta_exists(spark, index_path):
+            current_index = spark.read.format("delta").load(index_path)
+        else:
+            current_index = spark.createDataFrame([], f"{ITEM_ID} string, {ITEM_IDX} int, {FIRST_SEEN_DATE} date")
+        new_items = update_item_index(
+            spark, new_index_entries(events, current_index, logical_date=params.logical_date), index_path
+        )
+        item_index = spark.read.format("delta").load(index_path) if _delta_exists(spark, index_path) else current_index
+        sequences = sequences_from_events(
+            events, item_index, logical_date=params.logical_date, max_len=params.max_len,
+            dedupe_consecutive=params.dedupe_consecutive, min_user_events=params.min_user_events,
+        )
+        (
+            sequences.write.format("delta").mode("overwrite")
+            .option("replaceWhere", f"{AS_OF_DATE} = DATE'{params.logical_date.isoformat()}'")
+            .partitionBy(AS_OF_DATE)
+            .save(table_path(params.warehouse, USER_SEQUENCES_TABLE))
+        )
+    finally:
+        events.unpersist()
+    snapshot = (
+        spark.read.format("delta").load(table_path(params.warehouse, USER_SEQUENCES_TABLE))
+        .filter(F.col(AS_OF_DATE) == F.lit(params.logical_date))
+        .agg(F.count(F.lit(1)).alias("users"), F.avg(LENGTH).alias("mean_length"))
+        .first()
+    )
+    indexed = spark.read.format("delta").load(index_path).count() if _delta_exists(spark, index_path) else 0
+    return SequenceReport(
+        logical_date=params.logical_date.isoformat(),
+        events_read=events_read,
+        users=snapshot["users"],
+        items_indexed=indexed,
+        new_items=new_items,
+        mean_length=round(float(snapshot["mean_length"] or 0.0), 2),
+        seconds=round(time.monotonic() - started, 2),
+    )
+
+
+# ---------------------------------------------------------------- command line
+
+def build_parser(prog: str = "build_sequences") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description="Build the per-user sequence snapshot for one logical date.")
+    parser.add_argument("--logical-date", "--date", dest="logical_date", type=parse_date, required=True,
+                        help="snapshot date: uses events with event_date <= DATE")
+    add_location_args(parser)
+    parser.add_argument("--max-len", type=int, default=200, help="keep the most recent N items per user")
+    parser.add_argument("--event-types", default=",".join(rc.EVENT_TYPES), help="comma-separated event types to use")
+    parser.add_argument("--lookback-days", type=int, default=None, help="only events of the last N days (default: all)")
+    parser.add_argument("--dedupe-consecutive", action="store_true", help="drop an item repeated right after itself")
+    parser.add_argument("--min-user-events", type=int, default=1)
+    parser.add_argument("--min-item-events", type=int, default=1)
+    return parser
+
+
+def params_from_args(args: argparse.Namespace) -> SequenceParams:
+    return SequenceParams(
+        logical_date=args.logical_date,
+        warehouse=args.warehouse,
+        max_len=args.max_len,
+        event_types=tuple(t.strip().lower() for t in args.event_types.split(",") if t.strip()),
+        lookback_days=args.lookback_days,
+        dedupe_consecutive=args.dedupe_consecutive,
+        min_user_events=args.min_user_events,
+        min_item_events=args.min_item_events,
+    )
+
+
+def main(argv: list[str] | None = None, spark: SparkSession | None = None, prog: str = "build_sequences") -> int:
+    args = build_parser(prog).parse_args(argv)
+    try:
+        params = params_from_args(args)
+        if spark is None:
+            from jobs.spark_session import SparkConfig, build_spark
+
+            spark = build_spark(SparkConfig.from_env(master=args.master, app_name="build_sequences"))
+        report = run(spark, params)
+    except JobInputError as exc:
+        return fail(str(exc))
+    print_report("sequences", report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

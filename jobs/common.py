@@ -1,0 +1,50 @@
+"""Small pieces every job shares: the input-error type, date parsing, report printing."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import json
+import os
+import sys
+
+
+class JobInputError(Exception):
+    """Bad input the operator can fix (missing partition, wrong format...). main() prints it in one line."""
+
+
+def parse_date(text: str) -> dt.date:
+    try:
+        return dt.date.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a date (YYYY-MM-DD): {text!r}") from None
+
+
+def default_raw_root() -> str:
+    return os.environ.get("ATTNREC_RAW", "raw")
+
+
+def default_warehouse() -> str:
+    return os.environ.get("ATTNREC_WAREHOUSE", "warehouse")
+
+
+def add_location_args(parser: argparse.ArgumentParser, *, raw: bool = False) -> None:
+    if raw:
+        parser.add_argument("--raw", dest="raw_root", default=default_raw_root(),
+                            help="raw log root holding events/dt=YYYY-MM-DD/ (env ATTNREC_RAW; default ./raw)")
+    parser.add_argument("--warehouse", default=default_warehouse(),
+                        help="Delta warehouse root, local path or Hadoop URI (env ATTNREC_WAREHOUSE; default ./warehouse)")
+    parser.add_argument("--master", default=None, help="Spark master (env ATTNREC_SPARK_MASTER; default local[*])")
+
+
+def print_report(step: str, report) -> None:
+    """One human line per field, then the report as one JSON line (for scripts)."""
+    fields = dataclasses.asdict(report)
+    print(f"[{step}] " + ", ".join(f"{k}={v}" for k, v in fields.items()))
+    print(json.dumps({"step": step, **fields}, default=str), flush=True)
+
+
+def fail(message: str, code: int = 2) -> int:
+    print(f"error: {message}", file=sys.stderr)
+    return code

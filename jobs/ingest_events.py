@@ -1,0 +1,357 @@
+"""ingest_events: one day's raw event logs -> the `events` Delta table, rejects -> `events_quarantine`.
+
+    spark-submit jobs/ingest_events.py --logical-date 2026-01-05 [--raw raw] [--warehouse warehouse]
+
+Reads <raw>/events/dt=D/ (JSON lines by default, .gz allowed; --format csv|parquet), validates and
+normalises every record, deduplicates, and replaces the rows of `events` with event_date = D in one
+Delta transaction (replaceWhere); the quarantine rows for D are replaced the same way. A rerun for
+the same date therefore leaves both tables exactly as one run does.
+
+event_date is the date of the raw partition the event arrived in (its processing date), not the
+date of event_ts: that is what makes a per-day replace exact when events arrive late.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import sys
+import time
+from dataclasses import dataclass
+
+from pyspark import StorageLevel
+from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
+
+from attnmodel.columns import EVENT_TS, EVENTS_QUARANTINE_TABLE, EVENTS_TABLE, ITEM_ID, USER_ID
+from jobs import raw_contract as rc
+from jobs.common import JobInputError, add_location_args, fail, parse_date, print_report
+from jobs.raw_files import FILE_CORRUPT, FILE_EMPTY, list_partition_files, read_raw_records
+from jobs.warehouse import table_path
+
+EVENTS_COLUMNS = ("event_id", USER_ID, ITEM_ID, "event_type", EVENT_TS, "event_date", "value", "source_file", "ingested_at")
+QUARANTINE_COLUMNS = ("event_date", "source_file", "line_number", "raw", "reason", "detail", "ingested_at")
+INPUT_FORMATS = ("json", "csv", "parquet")
+
+_RAW_RECORD_SCHEMA = T.StructType(
+    [T.StructField(name, T.StringType()) for name in rc.RAW_FIELDS] + [T.StructField("_corrupt_record", T.StringType())]
+)
+# ISO-8601 with a UTC offset (Z, +hh:mm or +hhmm); naive local times are rejected on purpose.
+_ISO_WITH_OFFSET = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})$"
+_EPOCH_NUMBER = r"^-?\d+(\.\d+)?([eE][+-]?\d+)?$"
+_MAX_EPOCH_SECONDS = 253402300799  # 9999-12-31
+_EPOCH_MILLIS_FROM = 1e11  # 1e11 seconds is the year 5138: anything larger is milliseconds
+
+
+@dataclass(frozen=True)
+class IngestParams:
+    logical_date: dt.date
+    raw_root: str = "raw"
+    warehouse: str = "warehouse"
+    input_format: str = "json"
+    event_types: tuple[str, ...] = rc.EVENT_TYPES
+    allowed_lateness_days: int = 2
+    max_record_bytes: int = rc.DEFAULT_MAX_RECORD_BYTES
+    allow_empty: bool = False
+    ingested_at: dt.datetime = dt.datetime(1970, 1, 1)  # main() stamps the wall clock here, at the edge
+
+    def __post_init__(self):
+        if self.input_format not in INPUT_FORMATS:
+            raise JobInputError(f"--format must be one of {', '.join(INPUT_FORMATS)}, got {self.input_format!r}")
+        if self.allowed_lateness_days < 0:
+            raise JobInputError("--allowed-lateness-days must be >= 0")
+
+
+@dataclass(frozen=True)
+class IngestReport:
+    logical_date: str
+    source: str
+    files_read: int
+    records_read: int
+    accepted: int
+    quarantined: dict
+    users: int
+    items: int
+    seconds: float
+
+
+# ---------------------------------------------------------------- pure transforms
+
+def _blank_to_null(col: Column) -> Column:
+    trimmed = F.trim(col)
+    return F.when(trimmed == "", F.lit(None)).otherwise(trimmed)
+
+
+def classify_records(
+    records: DataFrame,
+    *,
+    logical_date: dt.date,
+    event_types: tuple[str, ...],
+    allowed_lateness_days: int,
+) -> DataFrame:
+    """Parse and validate raw records (LINES_SCHEMA rows without file-status rows).
+
+    Returns every record with the normalised event columns plus `reason` (null = accepted) and `detail`.
+    Duplicates are not marked here (see mark_duplicates).
+    """
+    rec = F.from_json(
+        F.col("record_json"), _RAW_RECORD_SCHEMA, {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": "_corrupt_record"}
+    )
+    df = records.withColumn("rec", rec)
+    text = F.trim(F.col("record_json"))
+    is_json_object = (
+        F.col("rec").isNotNull() & F.col("rec._corrupt_record").isNull() & text.startswith("{") & text.endswith("}")
+    )
+    user_id = _blank_to_null(F.col(f"rec.{rc.RAW_USER_ID}"))
+    item_id = _blank_to_null(F.col(f"rec.{rc.RAW_ITEM_ID}"))
+    event_type = F.lower(_blank_to_null(F.col(f"rec.{rc.RAW_EVENT_TYPE}")))
+    ts_text = _blank_to_null(F.col(f"rec.{rc.RAW_TIMESTAMP}"))
+    value_text = _blank_to_null(F.col(f"rec.{rc.RAW_VALUE}"))
+
+    epoch = ts_text.try_cast("double")
+    epoch_seconds = F.when(F.abs(epoch) >= _EPOCH_MILLIS_FROM, epoch / 1000).otherwise(epoch)
+    event_ts = (
+        F.when(
+            ts_text.rlike(_EPOCH_NUMBER) & (F.abs(epoch_seconds) <= _MAX_EPOCH_SECONDS),
+            F.timestamp_micros((epoch_seconds * 1_000_000).try_cast("long")),
+        )
+        .when(ts_text.rlike(_ISO_WITH_OFFSET), F.try_to_timestamp(ts_text))
+    )
+    value = value_text.try_cast("double")
+    bad_value = value_text.isNotNull() & (value.isNull() | F.isnan(value) | (F.abs(value) == float("inf")))
+
+    day_start = dt.datetime.combine(logical_date, dt.time()) - dt.timedelta(days=allowed_lateness_days)
+    day_end = dt.datetime.combine(logical_date + dt.timedelta(days=1), dt.time()) + dt.timedelta(days=allowed_lateness_days)
+    out_of_window = (F.col("_event_ts") < F.lit(day_start)) | (F.col("_event_ts") >= F.lit(day_end))
+    known_types = F.col("_event_type").isin(list(event_types))
+
+    reason = (
+        F.when(F.col("reader_reason").isNotNull(), F.col("reader_reason"))
+        .when(~is_json_object, F.lit(rc.INVALID_JSON))
+        .when(F.col(USER_ID).isNull(), F.lit(rc.MISSING_USER_ID))
+        .when(F.col(ITEM_ID).isNull(), F.lit(rc.MISSING_ITEM_ID))
+        .when(~known_types | F.col("_event_type").isNull(), F.lit(rc.UNKNOWN_EVENT_TYPE))
+        .when(F.col("_event_ts").isNull(), F.lit(rc.BAD_TIMESTAMP))
+        .when(out_of_window, F.lit(rc.OUT_OF_WINDOW))
+        .when(F.col("_bad_value"), F.lit(rc.BAD_VALUE))
+    )
+    detail = (
+        F.when(F.col("reason") == rc.INVALID_JSON, F.lit("not a JSON object"))
+        .when(F.col("reason") == rc.MISSING_USER_ID, F.lit("user_id is missing or empty"))
+        .when(F.col("reason") == rc.MISSING_ITEM_ID, F.lit("item_id is missing or empty"))
+        .when(F.col("reason") == rc.UNKNOWN_EVENT_TYPE,
+              F.concat(F.lit("event_type '"), F.coalesce(F.col("_event_type"), F.lit("<missing>")),
+                       F.lit(f"' is not one of {','.join(event_types)}")))
+        .when(F.col("reason") == rc.BAD_TIMESTAMP,
+              F.concat(F.lit("timestamp '"), F.coalesce(F.col("_ts_text"), F.lit("<missing>")),
+                       F.lit("' is not ISO-8601 with a UTC offset nor epoch seconds/milliseconds")))
+        .when(F.col("reason") == rc.OUT_OF_WINDOW,
+              F.concat(F.lit("event time "), F.col("_event_ts").cast("string"),
+                       F.lit(f" UTC is more than {allowed_lateness_days} days outside {logical_date.isoformat()}")))
+        .when(F.col("reason") == rc.BAD_VALUE,
+              F.concat(F.lit("value '"), F.col("_value_text"), F.lit("' is not a finite number")))
+        .otherwise(F.col("reader_detail"))
+    )
+    return (
+        df.withColumn(USER_ID, user_id)
+        .withColumn(ITEM_ID, item_id)
+        .withColumn("_event_type", event_type)
+        .withColumn("_ts_text", ts_text)
+        .withColumn("_event_ts", event_ts)
+        .withColumn("_value_text", value_text)
+        .withColumn("value", value)
+        .withColumn("_bad_value", bad_value)
+        .withColumn("reason", reason)
+        .withColumn("detail", detail)
+        .select(
+            F.col("source_file"),
+            F.col("line_number"),
+            F.col("raw"),
+            _blank_to_null(F.col(f"rec.{rc.RAW_EVENT_ID}")).alias("event_id"),
+            F.col(USER_ID),
+            F.col(ITEM_ID),
+            F.col("_event_type").alias("event_type"),
+            F.col("_event_ts").alias(EVENT_TS),
+            F.col("value"),
+            F.col("reason"),
+            F.col("detail"),
+        )
+    )
+
+
+def mark_duplicates(classified: DataFrame) -> DataFrame:
+    """Give accepted records their dedup key as event_id and mark all but the first copy as duplicates.
+
+    The key is the raw event_id, else a hash of (user, item, type, timestamp). The first copy in
+    (source_file, line_number) order is kept, so reruns keep the same copy.
+    """
+    fallback_key = F.sha2(
+        F.concat_ws("\u001f", F.col(USER_ID), F.col(ITEM_ID), F.col("event_type"),
+                    F.unix_micros(F.col(EVENT_TS)).cast("string")), 256
+    )
+    keyed = classified.withColumn(
+        "event_id", F.when(F.col("reason").isNull(), F.coalesce(F.col("event_id"), fallback_key)).otherwise(F.col("event_id"))
+    )
+    accepted = keyed.filter(F.col("reason").isNull())
+    by_key = Window.partitionBy("event_id").orderBy("source_file", "line_number")
+    first_location = F.concat(F.first("source_file").over(by_key), F.lit(":"), F.first("line_number").over(by_key).cast("string"))
+    accepted = (
+        accepted.withColumn("_copy", F.row_number().over(by_key))
+        .withColumn("reason", F.when(F.col("_copy") > 1, F.lit(rc.DUPLICATE)))
+        .withColumn("detail", F.when(F.col("_copy") > 1,
+                                     F.concat(F.lit("duplicate of event_id "), F.col("event_id"), F.lit(" first seen at "), first_location)))
+        .drop("_copy")
+    )
+    return accepted.unionByName(keyed.filter(F.col("reason").isNotNull()))
+
+
+def to_events(deduplicated: DataFrame, *, logical_date: dt.date, ingested_at: dt.datetime) -> DataFrame:
+    return deduplicated.filter(F.col("reason").isNull()).select(
+        "event_id", USER_ID, ITEM_ID, "event_type", EVENT_TS,
+        F.lit(logical_date).alias("event_date"), "value", "source_file",
+        F.lit(ingested_at).cast("timestamp").alias("ingested_at"),
+    )
+
+
+def to_quarantine(deduplicated: DataFrame, file_rows: DataFrame, *, logical_date: dt.date, ingested_at: dt.datetime) -> DataFrame:
+    """Rejected records, plus one row per corrupt or empty file."""
+    rejected = deduplicated.filter(F.col("reason").isNotNull()).select("source_file", "line_number", "raw", "reason", "detail")
+    files = file_rows.select(
+        "source_file",
+        F.lit(None).cast("long").alias("line_number"),
+        F.lit(None).cast("string").alias("raw"),
+        F.when(F.col("file_status") == FILE_CORRUPT, F.lit(rc.CORRUPT_FILE)).otherwise(F.lit(rc.EMPTY_FILE)).alias("reason"),
+        F.col("reader_detail").alias("detail"),
+    )
+    return rejected.unionByName(files).select(
+        F.lit(logical_date).alias("event_date"), "source_file", "line_number",
+        F.substring("raw", 1, rc.QUARANTINE_RAW_MAX_CHARS).alias("raw"), "reason", "detail",
+        F.lit(ingested_at).cast("timestamp").alias("ingested_at"),
+    )
+
+
+def split_file_rows(lines: DataFrame) -> tuple[DataFrame, DataFrame]:
+    """(records of readable files, status rows of corrupt/empty files). Records of a corrupt file are dropped:
+    the file is quarantined whole, by name, so that a fixed copy can be re-ingested without double counting."""
+    file_rows = lines.filter(F.col("file_status").isNotNull())
+    corrupt = file_rows.filter(F.col("file_status") == FILE_CORRUPT).select("source_file")
+    records = lines.filter(F.col("file_status").isNull()).join(F.broadcast(corrupt), "source_file", "left_anti")
+    return records, file_rows
+
+
+# ---------------------------------------------------------------- I/O
+
+def _empty_lines(spark: SparkSession) -> DataFrame:
+    from jobs.raw_files import LINES_SCHEMA
+
+    return spark.createDataFrame([], LINES_SCHEMA)
+
+
+def replace_partition(df: DataFrame, path: str, *, column: str, value: dt.date) -> None:
+    """Replace exactly the rows with column = value, in one Delta transaction (creates the table if needed)."""
+    (
+        df.write.format("delta")
+        .mode("overwrite")
+        .option("replaceWhere", f"{column} = DATE'{value.isoformat()}'")
+        .partitionBy(column)
+        .save(path)
+    )
+
+
+def run(spark: SparkSession, params: IngestParams) -> IngestReport:
+    started = time.monotonic()
+    source = rc.raw_partition_path(params.raw_root, params.logical_date)
+    files = list_partition_files(spark, source)
+    if files is None:
+        if not params.allow_empty:
+            raise JobInputError(f"raw partition not found: {source} (pass --allow-empty to record an empty day)")
+        files = []
+    lines = read_raw_records(spark, files, params.input_format, params.max_record_bytes) if files else _empty_lines(spark)
+    records, file_rows = split_file_rows(lines)
+    classified = classify_records(
+        records,
+        logical_date=params.logical_date,
+        event_types=params.event_types,
+        allowed_lateness_days=params.allowed_lateness_days,
+    )
+    deduplicated = mark_duplicates(classified).persist(StorageLevel.MEMORY_AND_DISK)
+    file_rows = file_rows.persist(StorageLevel.MEMORY_AND_DISK)
+    try:
+        events = to_events(deduplicated, logical_date=params.logical_date, ingested_at=params.ingested_at)
+        quarantine = to_quarantine(deduplicated, file_rows, logical_date=params.logical_date, ingested_at=params.ingested_at)
+        replace_partition(events, table_path(params.warehouse, EVENTS_TABLE), column="event_date", value=params.logical_date)
+        replace_partition(quarantine, table_path(params.warehouse, EVENTS_QUARANTINE_TABLE), column="event_date", value=params.logical_date)
+        counts = {r["reason"]: r["count"] for r in deduplicated.groupBy("reason").count().collect()}
+        file_counts = {r["file_status"]: r["count"] for r in file_rows.groupBy("file_status").count().collect()}
+        distinct = events.agg(F.countDistinct(USER_ID).alias("users"), F.countDistinct(ITEM_ID).alias("items")).first()
+    finally:
+        deduplicated.unpersist()
+        file_rows.unpersist()
+    quarantined = dict(sorted((k, v) for k, v in counts.items() if k is not None))
+    if file_counts.get(FILE_CORRUPT):
+        quarantined[rc.CORRUPT_FILE] = file_counts[FILE_CORRUPT]
+    if file_counts.get(FILE_EMPTY):
+        quarantined[rc.EMPTY_FILE] = file_counts[FILE_EMPTY]
+    return IngestReport(
+        logical_date=params.logical_date.isoformat(),
+        source=source,
+        files_read=len(files),
+        records_read=sum(counts.values()),
+        accepted=counts.get(None, 0),
+        quarantined=quarantined,
+        users=distinct["users"],
+        items=distinct["items"],
+        seconds=round(time.monotonic() - started, 2),
+    )
+
+
+# ---------------------------------------------------------------- command line
+
+def build_parser(prog: str = "ingest_events") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description="Ingest one day of raw event logs into the events Delta table.")
+    parser.add_argument("--logical-date", "--date", dest="logical_date", type=parse_date, required=True,
+                        help="the day to ingest (YYYY-MM-DD): reads <raw>/events/dt=DATE/")
+    add_location_args(parser, raw=True)
+    parser.add_argument("--format", dest="input_format", default="json", choices=INPUT_FORMATS,
+                        help="raw file format: json lines (.gz allowed), csv with a header row, or parquet")
+    parser.add_argument("--event-types", default=",".join(rc.EVENT_TYPES), help="comma-separated accepted event types")
+    parser.add_argument("--allowed-lateness-days", type=int, default=2,
+                        help="events more than this many days outside the partition's day are quarantined")
+    parser.add_argument("--max-record-bytes", type=int, default=rc.DEFAULT_MAX_RECORD_BYTES)
+    parser.add_argument("--allow-empty", action="store_true", help="a missing raw partition is an empty day, not an error")
+    return parser
+
+
+def params_from_args(args: argparse.Namespace, ingested_at: dt.datetime) -> IngestParams:
+    return IngestParams(
+        logical_date=args.logical_date,
+        raw_root=args.raw_root,
+        warehouse=args.warehouse,
+        input_format=args.input_format,
+        event_types=tuple(t.strip().lower() for t in args.event_types.split(",") if t.strip()),
+        allowed_lateness_days=args.allowed_lateness_days,
+        max_record_bytes=args.max_record_bytes,
+        allow_empty=args.allow_empty,
+        ingested_at=ingested_at,
+    )
+
+
+def main(argv: list[str] | None = None, spark: SparkSession | None = None, prog: str = "ingest_events") -> int:
+    args = build_parser(prog).parse_args(argv)
+    try:
+        params = params_from_args(args, ingested_at=dt.datetime.now(dt.timezone.utc).replace(tzinfo=None))
+        if spark is None:
+            from jobs.spark_session import SparkConfig, build_spark
+
+            spark = build_spark(SparkConfig.from_env(master=args.master, app_name="ingest_events"))
+        report = run(spark, params)
+    except JobInputError as exc:
+        return fail(str(exc))
+    print_report("ingest", report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

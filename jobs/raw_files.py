@@ -1,0 +1,163 @@
+"""Reading raw log files with provenance: every record keeps its file and line number.
+
+Files are read by Python tasks on the executors (one task per file), not by Spark's text
+source, because we need (a) line numbers for the quarantine, (b) to drop a corrupt gzip file
+as a whole instead of ingesting the part before the damage, and (c) to count empty files.
+Parsing of the JSON itself stays in Spark (from_json), which is much faster than Python.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import json
+import zlib
+from typing import Iterator
+from urllib.parse import urlparse
+
+import pyarrow as pa
+
+from jobs import raw_contract as rc
+
+LINES_SCHEMA = (
+    "source_file string, line_number long, raw string, raw_bytes long, record_json string, "
+    "reader_reason string, reader_detail string, file_status string"
+)
+FILE_CORRUPT = "corrupt"
+FILE_EMPTY = "empty"
+_BATCH_ROWS = 32_768
+_ARROW_SCHEMA = pa.schema(
+    [
+        ("source_file", pa.string()),
+        ("line_number", pa.int64()),
+        ("raw", pa.string()),
+        ("raw_bytes", pa.int64()),
+        ("record_json", pa.string()),
+        ("reader_reason", pa.string()),
+        ("reader_detail", pa.string()),
+        ("file_status", pa.string()),
+    ]
+)
+
+
+def list_partition_files(spark, partition_path: str) -> list[str] | None:
+    """Data files directly under a raw partition (hidden and _-prefixed files skipped); None if it is missing."""
+    jvm = spark._jvm
+    path = jvm.org.apache.hadoop.fs.Path(partition_path)
+    fs = path.getFileSystem(spark._jsc.hadoopConfiguration())
+    if not fs.exists(path):
+        return None
+    if not fs.getFileStatus(path).isDirectory():
+        raise NotADirectoryError(partition_path)
+    names = []
+    for status in fs.listStatus(path):
+        name = status.getPath().getName()
+        if status.isFile() and not name.startswith(("_", ".")):
+            names.append(status.getPath().toString())
+    return sorted(names)
+
+
+def _open_binary(path: str):
+    parsed = urlparse(path)
+    if parsed.scheme in ("", "file"):
+        return open(parsed.path if parsed.scheme else path, "rb")
+    import pyarrow.fs as pafs
+
+    fs, inner = pafs.FileSystem.from_uri(path)
+    return fs.open_input_stream(inner)
+
+
+class _Batcher:
+    def __init__(self):
+        self.cols = {name: [] for name in _ARROW_SCHEMA.names}
+
+    def add(self, **row):
+        for name, values in self.cols.items():
+            values.append(row.get(name))
+        return len(self.cols["source_file"]) >= _BATCH_ROWS
+
+    def flush(self) -> pa.RecordBatch | None:
+        if not self.cols["source_file"]:
+            return None
+        batch = pa.RecordBatch.from_arrays(
+            [pa.array(self.cols[f.name], type=f.type) for f in _ARROW_SCHEMA], schema=_ARROW_SCHEMA
+        )
+        self.cols = {name: [] for name in _ARROW_SCHEMA.names}
+        return batch
+
+
+def _text_lines(stream) -> Iterator[bytes]:
+    for line in stream:
+        yield line.rstrip(b"\r\n")
+
+
+def _records(path: str, fmt: str, max_bytes: int) -> Iterator[dict]:
+    """Yield one dict per record of one file (without source_file)."""
+    with _open_binary(path) as raw_stream:
+        stream = gzip.GzipFile(fileobj=raw_stream) if path.endswith(".gz") else raw_stream
+        if fmt == "parquet":
+            import pyarrow.parquet as pq
+
+            line_no = 0
+            for batch in pq.ParquetFile(stream).iter_batches(batch_size=_BATCH_ROWS):
+                for row in batch.to_pylist():
+                    line_no += 1
+                    text = json.dumps(row, default=str)
+                    yield _record(line_no, text.encode(), text, max_bytes)
+            return
+        header = None
+        for line_no, line in enumerate(_text_lines(stream), start=1):
+            if fmt == "csv":
+                if header is None:
+                    header = next(csv.reader([line.decode("utf-8", errors="replace")]))
+                    continue
+                text = line.decode("utf-8", errors="replace")
+                fields = next(csv.reader([text]), [])
+                if len(fields) != len(header):
+                    yield dict(line_number=line_no, raw=text[: rc.QUARANTINE_RAW_MAX_CHARS], raw_bytes=len(line),
+                               reader_reason=rc.INVALID_CSV,
+                               reader_detail=f"{len(fields)} fields, header has {len(header)}")
+                    continue
+                yield _record(line_no, line, json.dumps(dict(zip(header, fields))), max_bytes)
+            else:
+                yield _record(line_no, line, None, max_bytes)
+
+
+def _record(line_no: int, line: bytes, record_json: str | None, max_bytes: int) -> dict:
+    if len(line) > max_bytes:
+        return dict(line_number=line_no, raw=line[: rc.QUARANTINE_RAW_MAX_CHARS].decode("utf-8", errors="replace"),
+                    raw_bytes=len(line), reader_reason=rc.OVERSIZED_RECORD,
+                    reader_detail=f"record is {len(line)} bytes, limit is {max_bytes}")
+    text = line.decode("utf-8", errors="replace")
+    return dict(line_number=line_no, raw=text[: rc.QUARANTINE_RAW_MAX_CHARS], raw_bytes=len(line),
+                record_json=text if record_json is None else record_json)
+
+
+def read_files_arrow(batches: Iterator[pa.RecordBatch], fmt: str, max_bytes: int) -> Iterator[pa.RecordBatch]:
+    """mapInArrow body: input rows are file paths; output rows are records plus one status row per bad file."""
+    out = _Batcher()
+    for batch in batches:
+        for path in batch.column(0).to_pylist():
+            n_records = 0
+            try:
+                for rec in _records(path, fmt, max_bytes):
+                    n_records += 1
+                    if out.add(source_file=path, **rec):
+                        yield out.flush()
+            except (EOFError, OSError, zlib.error, gzip.BadGzipFile, pa.ArrowInvalid, UnicodeError, csv.Error) as exc:
+                out.add(source_file=path, file_status=FILE_CORRUPT,
+                        reader_detail=f"unreadable after {n_records} records: {type(exc).__name__}: {exc}"[:1000])
+                continue
+            if n_records == 0:
+                out.add(source_file=path, file_status=FILE_EMPTY, reader_detail="file has no records")
+    last = out.flush()
+    if last is not None:
+        yield last
+
+
+def read_raw_records(spark, files: list[str], fmt: str, max_bytes: int):
+    """DataFrame of LINES_SCHEMA over the given files, one Spark task per file."""
+    paths = spark.sparkContext.parallelize([(f,) for f in files], numSlices=max(1, len(files)))
+    return spark.createDataFrame(paths, "path string").mapInArrow(
+        lambda it: read_files_arrow(it, fmt, max_bytes), LINES_SCHEMA
+    )

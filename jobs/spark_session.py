@@ -1,0 +1,72 @@
+"""The one factory for Spark sessions: local by default, Delta enabled, quiet logs."""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass, field, replace
+
+from pyspark.sql import SparkSession
+
+
+@dataclass(frozen=True)
+class SparkConfig:
+    master: str = "local[*]"
+    app_name: str = "attnrec"
+    shuffle_partitions: int = 8
+    driver_memory: str = "4g"
+    ui_enabled: bool = False
+    extra_conf: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, env: dict[str, str] | None = None, **overrides) -> "SparkConfig":
+        """Defaults, then ATTNREC_SPARK_* environment variables, then explicit overrides."""
+        env = os.environ if env is None else env
+        cfg = cls()
+        if "ATTNREC_SPARK_MASTER" in env:
+            cfg = replace(cfg, master=env["ATTNREC_SPARK_MASTER"])
+        if "ATTNREC_SHUFFLE_PARTITIONS" in env:
+            cfg = replace(cfg, shuffle_partitions=int(env["ATTNREC_SHUFFLE_PARTITIONS"]))
+        if "ATTNREC_DRIVER_MEMORY" in env:
+            cfg = replace(cfg, driver_memory=env["ATTNREC_DRIVER_MEMORY"])
+        if "ATTNREC_SPARK_UI" in env:
+            cfg = replace(cfg, ui_enabled=env["ATTNREC_SPARK_UI"].lower() in ("1", "true", "yes"))
+        if env.get("ATTNREC_SPARK_CONF"):
+            # "key=value,key=value"
+            pairs = dict(kv.split("=", 1) for kv in env["ATTNREC_SPARK_CONF"].split(",") if "=" in kv)
+            cfg = replace(cfg, extra_conf={**cfg.extra_conf, **pairs})
+        overrides = {k: v for k, v in overrides.items() if v is not None}
+        return replace(cfg, **overrides)
+
+
+def build_spark(cfg: SparkConfig | None = None) -> SparkSession:
+    """Build (or reuse) a Spark session with Delta Lake.
+
+    The Delta jars are resolved by Spark's own package resolution (ivy, from Maven
+    Central on first start, from the ivy cache afterwards) via configure_spark_with_delta_pip.
+    """
+    from delta import configure_spark_with_delta_pip
+
+    cfg = cfg or SparkConfig.from_env()
+    # Python workers must run this interpreter, or torch/pyarrow imports fail on them.
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    builder = (
+        SparkSession.builder.master(cfg.master)
+        .appName(cfg.app_name)
+        .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
+        .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
+        .config("spark.sql.shuffle.partitions", str(cfg.shuffle_partitions))
+        .config("spark.driver.memory", cfg.driver_memory)
+        .config("spark.ui.enabled", str(cfg.ui_enabled).lower())
+        .config("spark.ui.showConsoleProgress", "false")
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.pyspark.python", sys.executable)
+        # No deletion vectors: the PyTorch side reads these tables with delta-rs, which cannot read them.
+        .config("spark.databricks.delta.properties.defaults.enableDeletionVectors", "false")
+    )
+    for key, value in cfg.extra_conf.items():
+        builder = builder.config(key, value)
+    spark = configure_spark_with_delta_pip(builder).getOrCreate()
+    spark.sparkContext.setLogLevel("ERROR")
+    return spark

@@ -1,0 +1,12 @@
+"""Table locations under a warehouse root (a local path or any Hadoop URI)."""
+
+from __future__ import annotations
+
+import os
+
+
+def table_path(warehouse_root: str, table: str) -> str:
+    root = warehouse_root.rstrip("/")
+    if "://" not in root and not root.startswith("/"):
+        root = os.path.abspath(root)  # Delta wants absolute local paths
+    return f"{root}/{table}"
