@@ -57,6 +57,8 @@ def build_spark(cfg: SparkConfig | None = None) -> SparkSession:
         .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
         .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
         .config("spark.sql.shuffle.partitions", str(cfg.shuffle_partitions))
+        # Delta rebuilds table state with 50 partitions by default: far too many for small tables
+        .config("spark.databricks.delta.snapshotPartitions", str(max(1, cfg.shuffle_partitions)))
         .config("spark.driver.memory", cfg.driver_memory)
         .config("spark.ui.enabled", str(cfg.ui_enabled).lower())
         .config("spark.ui.showConsoleProgress", "false")
