@@ -232,13 +232,11 @@ def to_quarantine(deduplicated: DataFrame, file_rows: DataFrame, *, logical_date
     )
 
 
-def split_file_rows(lines: DataFrame) -> tuple[DataFrame, DataFrame]:
-    """(records of readable files, status rows of corrupt/empty files). Records of a corrupt file are dropped:
-    the file is quarantined whole, by name, so that a fixed copy can be re-ingested without double counting."""
-    file_rows = lines.filter(F.col("file_status").isNotNull())
-    corrupt = file_rows.filter(F.col("file_status") == FILE_CORRUPT).select("source_file")
-    records = lines.filter(F.col("file_status").isNull()).join(F.broadcast(corrupt), "source_file", "left_anti")
-    return records, file_rows
+def drop_unreadable_files(lines: DataFrame, corrupt_files: list[str]) -> DataFrame:
+    """Records of readable files only. A corrupt file is quarantined whole, by name, so that a fixed
+    copy can be re-ingested without double counting the part that was readable."""
+    records = lines.filter(F.col("file_status").isNull())
+    return records.filter(~F.col("source_file").isin(corrupt_files)) if corrupt_files else records
 
 
 # ---------------------------------------------------------------- I/O
@@ -269,26 +267,39 @@ def run(spark: SparkSession, params: IngestParams) -> IngestReport:
             raise JobInputError(f"raw partition not found: {source} (pass --allow-empty to record an empty day)")
         files = []
     lines = read_raw_records(spark, files, params.input_format, params.max_record_bytes) if files else _empty_lines(spark)
-    records, file_rows = split_file_rows(lines)
-    classified = classify_records(
-        records,
-        logical_date=params.logical_date,
-        event_types=params.event_types,
-        allowed_lateness_days=params.allowed_lateness_days,
-    )
-    deduplicated = mark_duplicates(classified).persist(StorageLevel.MEMORY_AND_DISK)
-    file_rows = file_rows.persist(StorageLevel.MEMORY_AND_DISK)
+    # Read the files once: the status rows (corrupt/empty files) must be known before the records are used.
+    lines = lines.persist(StorageLevel.MEMORY_AND_DISK)
+    deduplicated = None
     try:
+        status_rows = lines.filter(F.col("file_status").isNotNull()).collect()
+        corrupt_files = [r["source_file"] for r in status_rows if r["file_status"] == FILE_CORRUPT]
+        file_rows = spark.createDataFrame(status_rows, lines.schema)
+        classified = classify_records(
+            drop_unreadable_files(lines, corrupt_files),
+            logical_date=params.logical_date,
+            event_types=params.event_types,
+            allowed_lateness_days=params.allowed_lateness_days,
+        )
+        deduplicated = mark_duplicates(classified).persist(StorageLevel.MEMORY_AND_DISK)
         events = to_events(deduplicated, logical_date=params.logical_date, ingested_at=params.ingested_at)
         quarantine = to_quarantine(deduplicated, file_rows, logical_date=params.logical_date, ingested_at=params.ingested_at)
         replace_partition(events, table_path(params.warehouse, EVENTS_TABLE), column="event_date", value=params.logical_date)
+        lines.unpersist()
         replace_partition(quarantine, table_path(params.warehouse, EVENTS_QUARANTINE_TABLE), column="event_date", value=params.logical_date)
-        counts = {r["reason"]: r["count"] for r in deduplicated.groupBy("reason").count().collect()}
-        file_counts = {r["file_status"]: r["count"] for r in file_rows.groupBy("file_status").count().collect()}
-        distinct = events.agg(F.countDistinct(USER_ID).alias("users"), F.countDistinct(ITEM_ID).alias("items")).first()
+        stats = (
+            deduplicated.groupBy("reason")
+            .agg(F.count(F.lit(1)).alias("n"), F.countDistinct(USER_ID).alias("users"), F.countDistinct(ITEM_ID).alias("items"))
+            .collect()
+        )
     finally:
-        deduplicated.unpersist()
-        file_rows.unpersist()
+        lines.unpersist()
+        if deduplicated is not None:
+            deduplicated.unpersist()
+    counts = {r["reason"]: r["n"] for r in stats}
+    accepted_stats = next((r for r in stats if r["reason"] is None), None)
+    file_counts = {}
+    for r in status_rows:
+        file_counts[r["file_status"]] = file_counts.get(r["file_status"], 0) + 1
     quarantined = dict(sorted((k, v) for k, v in counts.items() if k is not None))
     if file_counts.get(FILE_CORRUPT):
         quarantined[rc.CORRUPT_FILE] = file_counts[FILE_CORRUPT]
@@ -301,8 +312,8 @@ def run(spark: SparkSession, params: IngestParams) -> IngestReport:
         records_read=sum(counts.values()),
         accepted=counts.get(None, 0),
         quarantined=quarantined,
-        users=distinct["users"],
-        items=distinct["items"],
+        users=accepted_stats["users"] if accepted_stats else 0,
+        items=accepted_stats["items"] if accepted_stats else 0,
         seconds=round(time.monotonic() - started, 2),
     )
 

@@ -133,6 +133,66 @@ def _record(line_no: int, line: bytes, record_json: str | None, max_bytes: int) 
                 record_json=text if record_json is None else record_json)
 
 
+_BLOCK_BYTES = 8 << 20
+
+
+def _json_line_batches(path: str, stream, first_line: int, max_bytes: int) -> Iterator[pa.RecordBatch]:
+    """JSON lines of one (decompressed) stream as record batches, split in C (bytes.split, Arrow kernels):
+    about 10x faster than a Python loop per line."""
+    import numpy as np
+    import pyarrow.compute as pc
+
+    line_no = first_line
+    carry = b""
+    while True:
+        block = stream.read(_BLOCK_BYTES)
+        if not block:
+            break
+        parts = (carry + block).split(b"\n")
+        carry = parts.pop()
+        if parts:
+            yield _lines_batch(path, parts, line_no, max_bytes, np, pc)
+            line_no += len(parts)
+    if carry:
+        yield _lines_batch(path, [carry], line_no, max_bytes, np, pc)
+
+
+def _lines_batch(path, parts, line_no, max_bytes, np, pc) -> pa.RecordBatch:
+    n = len(parts)
+    binary = pa.array(parts, pa.binary())
+    try:
+        text = binary.cast(pa.string())
+    except pa.ArrowInvalid:  # invalid UTF-8 somewhere in the block: decode line by line, replacing bad bytes
+        text = pa.array([p.decode("utf-8", errors="replace") for p in parts], pa.string())
+    text = pc.utf8_rtrim(text, characters="\r")
+    nbytes = pc.binary_length(binary).cast(pa.int64())
+    oversized = pc.greater(nbytes, max_bytes)
+    null_str = pa.scalar(None, pa.string())
+    if pc.any(oversized).as_py():
+        detail = pa.array([f"record is {b} bytes, limit is {max_bytes}" if o else None
+                           for b, o in zip(nbytes.to_pylist(), oversized.to_pylist())], pa.string())
+        reason = pc.if_else(oversized, pa.scalar(rc.OVERSIZED_RECORD), null_str)
+    else:
+        detail = reason = pa.nulls(n, pa.string())
+    columns = {
+        "source_file": pa.array([path] * n, pa.string()),
+        "line_number": pa.array(np.arange(line_no + 1, line_no + n + 1, dtype=np.int64)),
+        "raw": pc.utf8_slice_codeunits(text, 0, rc.QUARANTINE_RAW_MAX_CHARS),
+        "raw_bytes": nbytes,
+        "record_json": pc.if_else(oversized, null_str, text),
+        "reader_reason": reason,
+        "reader_detail": detail,
+        "file_status": pa.nulls(n, pa.string()),
+    }
+    return pa.RecordBatch.from_arrays([columns[f.name] for f in _ARROW_SCHEMA], schema=_ARROW_SCHEMA)
+
+
+def _read_json_file(path: str, max_bytes: int) -> Iterator[pa.RecordBatch]:
+    with _open_binary(path) as raw_stream:
+        stream = gzip.GzipFile(fileobj=raw_stream) if path.endswith(".gz") else raw_stream
+        yield from _json_line_batches(path, stream, 0, max_bytes)
+
+
 def read_files_arrow(batches: Iterator[pa.RecordBatch], fmt: str, max_bytes: int) -> Iterator[pa.RecordBatch]:
     """mapInArrow body: input rows are file paths; output rows are records plus one status row per bad file."""
     out = _Batcher()
@@ -140,10 +200,18 @@ def read_files_arrow(batches: Iterator[pa.RecordBatch], fmt: str, max_bytes: int
         for path in batch.column(0).to_pylist():
             n_records = 0
             try:
-                for rec in _records(path, fmt, max_bytes):
-                    n_records += 1
-                    if out.add(source_file=path, **rec):
-                        yield out.flush()
+                if fmt == "json":
+                    pending = out.flush()  # keep file order: earlier rows first
+                    if pending is not None:
+                        yield pending
+                    for lines in _read_json_file(path, max_bytes):
+                        n_records += lines.num_rows
+                        yield lines
+                else:
+                    for rec in _records(path, fmt, max_bytes):
+                        n_records += 1
+                        if out.add(source_file=path, **rec):
+                            yield out.flush()
             except (EOFError, OSError, zlib.error, gzip.BadGzipFile, pa.ArrowInvalid, UnicodeError, csv.Error) as exc:
                 out.add(source_file=path, file_status=FILE_CORRUPT,
                         reader_detail=f"unreadable after {n_records} records: {type(exc).__name__}: {exc}"[:1000])

@@ -1,0 +1,132 @@
+"""Benchmark of the data layer: generate E synthetic events, then time ingest and build_sequences separately.
+
+    python -m bench.data_pipeline --events 10000000 [--days 5] [--users N] [--items M] [--workdir DIR]
+
+Prints one line per step and, last, one JSON object with events/s for ingest, for sequences and for
+both together, and the peak resident memory of the whole process tree (driver JVM, Python driver and
+Python workers), sampled every 0.2 s. Uses one local Spark session (ATTNREC_SPARK_* env applies).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import shutil
+import tempfile
+import threading
+import time
+
+
+def _tree_rss_bytes(root_pid: int) -> int:
+    """Sum of RSS over root_pid and all its descendants, from /proc (Linux)."""
+    children: dict[int, list[int]] = {}
+    rss: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as fh:
+                fields = fh.read().rsplit(")", 1)[1].split()
+            ppid, pages = int(fields[1]), int(fields[21])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+        rss[int(entry)] = pages * os.sysconf("SC_PAGE_SIZE")
+    total, stack = 0, [root_pid]
+    while stack:
+        pid = stack.pop()
+        total += rss.get(pid, 0)
+        stack.extend(children.get(pid, []))
+    return total
+
+
+class PeakMemory:
+    def __init__(self, interval: float = 0.2):
+        self.peak = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, args=(interval,), daemon=True)
+
+    def _loop(self, interval):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, _tree_rss_bytes(os.getpid()))
+            self._stop.wait(interval)
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.data_pipeline", description=__doc__.splitlines()[0])
+    ap.add_argument("--events", type=int, default=1_000_000)
+    ap.add_argument("--days", type=int, default=5)
+    ap.add_argument("--users", type=int, default=None, help="default: events / 100")
+    ap.add_argument("--items", type=int, default=None, help="default: min(100000, events / 200)")
+    ap.add_argument("--seed", type=int, default=1)
+    ap.add_argument("--format", default="json.gz", choices=("json", "json.gz"))
+    ap.add_argument("--workdir", default=None, help="keep raw logs and tables here (default: a temp dir, removed)")
+    ap.add_argument("--skip-generate", action="store_true", help="reuse the raw logs already in --workdir")
+    ap.add_argument("--driver-memory", default="6g")
+    args = ap.parse_args(argv)
+    users = args.users or max(10, args.events // 100)
+    items = args.items or max(10, min(100_000, args.events // 200))
+
+    from jobs.build_sequences import SequenceParams
+    from jobs.build_sequences import run as build_sequences
+    from jobs.generate_events import GenerateParams, generate
+    from jobs.ingest_events import IngestParams
+    from jobs.ingest_events import run as ingest
+    from jobs.spark_session import SparkConfig, build_spark
+
+    workdir = args.workdir or tempfile.mkdtemp(prefix="attnrec-bench-")
+    raw, warehouse = os.path.join(workdir, "raw"), os.path.join(workdir, "warehouse")
+    start = dt.date(2026, 1, 1)
+    days = [start + dt.timedelta(days=i) for i in range(args.days)]
+    result: dict = {"events": args.events, "users": users, "items": items, "days": args.days, "cores": os.cpu_count()}
+    with PeakMemory() as mem:
+        spark = build_spark(SparkConfig.from_env(app_name="bench-data", driver_memory=args.driver_memory))
+        if not args.skip_generate:
+            shutil.rmtree(raw, ignore_errors=True)
+            t = time.monotonic()
+            generate(spark, GenerateParams(out=raw, users=users, items=items, days=args.days, events=args.events,
+                                           seed=args.seed, start_date=start, format=args.format))
+            result["generate_seconds"] = round(time.monotonic() - t, 1)
+            print(f"generate: {args.events:,} events in {result['generate_seconds']} s", flush=True)
+        shutil.rmtree(warehouse, ignore_errors=True)
+        t = time.monotonic()
+        accepted = 0
+        for day in days:
+            report = ingest(spark, IngestParams(logical_date=day, raw_root=raw, warehouse=warehouse,
+                                                ingested_at=dt.datetime(2026, 2, 1)))
+            accepted += report.accepted
+            print(f"ingest {day}: accepted {report.accepted:,}, quarantined {sum(report.quarantined.values()):,} "
+                  f"in {report.seconds} s", flush=True)
+        ingest_seconds = time.monotonic() - t
+        t = time.monotonic()
+        seq = build_sequences(spark, SequenceParams(logical_date=days[-1], warehouse=warehouse))
+        seq_seconds = time.monotonic() - t
+        print(f"sequences {days[-1]}: {seq.events_read:,} events, {seq.users:,} users in {seq_seconds:.1f} s", flush=True)
+        spark.stop()
+    if not args.workdir:
+        shutil.rmtree(workdir, ignore_errors=True)
+    result.update(
+        accepted_events=accepted,
+        ingest_seconds=round(ingest_seconds, 1),
+        ingest_events_per_second=round(accepted / ingest_seconds),
+        sequences_seconds=round(seq_seconds, 1),
+        sequences_events_per_second=round(seq.events_read / seq_seconds),
+        total_events_per_second=round(accepted / (ingest_seconds + seq_seconds)),
+        peak_rss_mb=round(mem.peak / 2**20),
+    )
+    print(json.dumps(result), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
