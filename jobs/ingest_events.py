@@ -96,11 +96,12 @@ def classify_records(
     Returns every record with the normalised event columns plus `reason` (null = accepted) and `detail`.
     Duplicates are not marked here (see mark_duplicates).
     """
+    json_text = F.coalesce(F.col("record_json"), F.col("raw"))
     rec = F.from_json(
-        F.col("record_json"), _RAW_RECORD_SCHEMA, {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": "_corrupt_record"}
+        json_text, _RAW_RECORD_SCHEMA, {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": "_corrupt_record"}
     )
     df = records.withColumn("rec", rec)
-    text = F.trim(F.col("record_json"))
+    text = F.trim(json_text)
     is_json_object = (
         F.col("rec").isNotNull() & F.col("rec._corrupt_record").isNull() & text.startswith("{") & text.endswith("}")
     )
@@ -204,6 +205,8 @@ def mark_duplicates(classified: DataFrame) -> DataFrame:
                                      F.concat(F.lit("duplicate of event_id "), F.col("event_id"), F.lit(" first seen at "), first_location)))
         .drop("_copy")
     )
+    # raw text is kept only where it is needed: on rows that go to the quarantine
+    accepted = accepted.withColumn("raw", F.when(F.col("reason").isNotNull(), F.col("raw")))
     return accepted.unionByName(keyed.filter(F.col("reason").isNotNull()))
 
 
@@ -286,17 +289,17 @@ def run(spark: SparkSession, params: IngestParams) -> IngestReport:
         replace_partition(events, table_path(params.warehouse, EVENTS_TABLE), column="event_date", value=params.logical_date)
         lines.unpersist()
         replace_partition(quarantine, table_path(params.warehouse, EVENTS_QUARANTINE_TABLE), column="event_date", value=params.logical_date)
-        stats = (
-            deduplicated.groupBy("reason")
-            .agg(F.count(F.lit(1)).alias("n"), F.countDistinct(USER_ID).alias("users"), F.countDistinct(ITEM_ID).alias("items"))
-            .collect()
+        counts = {r["reason"]: r["count"] for r in deduplicated.groupBy("reason").count().collect()}
+        written = (
+            spark.read.format("delta").load(table_path(params.warehouse, EVENTS_TABLE))
+            .filter(F.col("event_date") == F.lit(params.logical_date))
+            .agg(F.countDistinct(USER_ID).alias("users"), F.countDistinct(ITEM_ID).alias("items"))
+            .first()
         )
     finally:
         lines.unpersist()
         if deduplicated is not None:
             deduplicated.unpersist()
-    counts = {r["reason"]: r["n"] for r in stats}
-    accepted_stats = next((r for r in stats if r["reason"] is None), None)
     file_counts = {}
     for r in status_rows:
         file_counts[r["file_status"]] = file_counts.get(r["file_status"], 0) + 1
@@ -312,8 +315,8 @@ def run(spark: SparkSession, params: IngestParams) -> IngestReport:
         records_read=sum(counts.values()),
         accepted=counts.get(None, 0),
         quarantined=quarantined,
-        users=accepted_stats["users"] if accepted_stats else 0,
-        items=accepted_stats["items"] if accepted_stats else 0,
+        users=written["users"],
+        items=written["items"],
         seconds=round(time.monotonic() - started, 2),
     )
 

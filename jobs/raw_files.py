@@ -19,6 +19,8 @@ import pyarrow as pa
 
 from jobs import raw_contract as rc
 
+# raw: the record's original text (cut to QUARANTINE_RAW_MAX_CHARS only when oversized);
+# record_json: the record as JSON when that differs from raw (CSV, Parquet), else null.
 LINES_SCHEMA = (
     "source_file string, line_number long, raw string, raw_bytes long, record_json string, "
     "reader_reason string, reader_detail string, file_status string"
@@ -177,9 +179,11 @@ def _lines_batch(path, parts, line_no, max_bytes, np, pc) -> pa.RecordBatch:
     columns = {
         "source_file": pa.array([path] * n, pa.string()),
         "line_number": pa.array(np.arange(line_no + 1, line_no + n + 1, dtype=np.int64)),
-        "raw": pc.utf8_slice_codeunits(text, 0, rc.QUARANTINE_RAW_MAX_CHARS),
+        # JSON lines: the record is parsed from `raw` itself (record_json stays null) so the text is held
+        # once; only an oversized line is cut here (it is quarantined, never parsed).
+        "raw": pc.if_else(oversized, pc.utf8_slice_codeunits(text, 0, rc.QUARANTINE_RAW_MAX_CHARS), text),
         "raw_bytes": nbytes,
-        "record_json": pc.if_else(oversized, null_str, text),
+        "record_json": pa.nulls(n, pa.string()),
         "reader_reason": reason,
         "reader_detail": detail,
         "file_status": pa.nulls(n, pa.string()),
