@@ -35,11 +35,8 @@ EVENTS_COLUMNS = ("event_id", USER_ID, ITEM_ID, "event_type", EVENT_TS, "event_d
 QUARANTINE_COLUMNS = ("event_date", "source_file", "line_number", "raw", "reason", "detail", "ingested_at")
 INPUT_FORMATS = ("json", "csv", "parquet")
 
-_RAW_RECORD_SCHEMA = T.StructType(
-    [T.StructField(name, T.StringType()) for name in rc.RAW_FIELDS] + [T.StructField("_corrupt_record", T.StringType())]
-)
-# ISO-8601 with a UTC offset (Z, +hh:mm or +hhmm); naive local times are rejected on purpose.
-_ISO_WITH_OFFSET = r"^\d{4}-\d{2}-\d{2}[T ]\d{2}:\d{2}(:\d{2}(\.\d{1,9})?)?(Z|[+-]\d{2}:?\d{2})$"
+# every raw field is read as a string (numbers keep their JSON text) and validated afterwards
+_RAW_RECORD_SCHEMA = T.StructType([T.StructField(name, T.StringType()) for name in rc.RAW_FIELDS])
 _EPOCH_NUMBER = r"^-?\d+(\.\d+)?([eE][+-]?\d+)?$"
 _MAX_EPOCH_SECONDS = 253402300799  # 9999-12-31
 _EPOCH_MILLIS_FROM = 1e11  # 1e11 seconds is the year 5138: anything larger is milliseconds
@@ -84,6 +81,15 @@ def _blank_to_null(col: Column) -> Column:
     return F.when(trimmed == "", F.lit(None)).otherwise(trimmed)
 
 
+def _has_utc_offset(ts_text: Column) -> Column:
+    """Ends in Z, +hh:mm or +hhmm (cheap character tests; a regex or a failed parse costs far more per row)."""
+    return (
+        ts_text.endswith("Z")
+        | (F.substring(ts_text, -6, 1).isin("+", "-") & (F.substring(ts_text, -3, 1) == ":"))
+        | (F.substring(ts_text, -5, 1).isin("+", "-") & (F.length(ts_text) >= 20))
+    ) & (F.length(ts_text) >= 16)
+
+
 def classify_records(
     records: DataFrame,
     *,
@@ -97,87 +103,77 @@ def classify_records(
     Duplicates are not marked here (see mark_duplicates).
     """
     json_text = F.coalesce(F.col("record_json"), F.col("raw"))
-    rec = F.from_json(
-        json_text, _RAW_RECORD_SCHEMA, {"mode": "PERMISSIVE", "columnNameOfCorruptRecord": "_corrupt_record"}
-    )
-    df = records.withColumn("rec", rec)
+    fields = _RAW_RECORD_SCHEMA.fieldNames()
+    parsed = records.withColumn("rec", F.from_json(json_text, _RAW_RECORD_SCHEMA))
     text = F.trim(json_text)
+    any_field = F.greatest(*[F.col(f"rec.{f}").isNotNull() for f in fields])
+    # Malformed JSON parses to all-null fields; an object with none of our fields is valid JSON (then
+    # missing_user_id). get_json_object tells them apart and only runs on those rare rows.
     is_json_object = (
-        F.col("rec").isNotNull() & F.col("rec._corrupt_record").isNull() & text.startswith("{") & text.endswith("}")
+        F.col("rec").isNotNull() & text.startswith("{") & text.endswith("}")
+        & (any_field | F.get_json_object(json_text, "$").isNotNull())
     )
-    user_id = _blank_to_null(F.col(f"rec.{rc.RAW_USER_ID}"))
-    item_id = _blank_to_null(F.col(f"rec.{rc.RAW_ITEM_ID}"))
-    event_type = F.lower(_blank_to_null(F.col(f"rec.{rc.RAW_EVENT_TYPE}")))
-    ts_text = _blank_to_null(F.col(f"rec.{rc.RAW_TIMESTAMP}"))
-    value_text = _blank_to_null(F.col(f"rec.{rc.RAW_VALUE}"))
-
-    epoch = ts_text.try_cast("double")
+    ts_text = F.col("_ts_text")
+    is_epoch = ts_text.rlike(_EPOCH_NUMBER)
+    epoch = F.when(is_epoch, ts_text.try_cast("double"))
     epoch_seconds = F.when(F.abs(epoch) >= _EPOCH_MILLIS_FROM, epoch / 1000).otherwise(epoch)
     event_ts = (
-        F.when(
-            ts_text.rlike(_EPOCH_NUMBER) & (F.abs(epoch_seconds) <= _MAX_EPOCH_SECONDS),
-            F.timestamp_micros((epoch_seconds * 1_000_000).try_cast("long")),
-        )
-        .when(ts_text.rlike(_ISO_WITH_OFFSET), F.try_to_timestamp(ts_text))
+        F.when(is_epoch & (F.abs(epoch_seconds) <= _MAX_EPOCH_SECONDS),
+               F.timestamp_micros((epoch_seconds * 1_000_000).try_cast("long")))
+        .when(~is_epoch & _has_utc_offset(ts_text), ts_text.try_cast("timestamp"))
     )
+    value_text = F.col("_value_text")
     value = value_text.try_cast("double")
     bad_value = value_text.isNotNull() & (value.isNull() | F.isnan(value) | (F.abs(value) == float("inf")))
 
     day_start = dt.datetime.combine(logical_date, dt.time()) - dt.timedelta(days=allowed_lateness_days)
     day_end = dt.datetime.combine(logical_date + dt.timedelta(days=1), dt.time()) + dt.timedelta(days=allowed_lateness_days)
-    out_of_window = (F.col("_event_ts") < F.lit(day_start)) | (F.col("_event_ts") >= F.lit(day_end))
-    known_types = F.col("_event_type").isin(list(event_types))
+    ts = F.col("_event_ts")
+    etype = F.col("_event_type")
 
-    reason = (
-        F.when(F.col("reader_reason").isNotNull(), F.col("reader_reason"))
-        .when(~is_json_object, F.lit(rc.INVALID_JSON))
-        .when(F.col(USER_ID).isNull(), F.lit(rc.MISSING_USER_ID))
-        .when(F.col(ITEM_ID).isNull(), F.lit(rc.MISSING_ITEM_ID))
-        .when(~known_types | F.col("_event_type").isNull(), F.lit(rc.UNKNOWN_EVENT_TYPE))
-        .when(F.col("_event_ts").isNull(), F.lit(rc.BAD_TIMESTAMP))
-        .when(out_of_window, F.lit(rc.OUT_OF_WINDOW))
-        .when(F.col("_bad_value"), F.lit(rc.BAD_VALUE))
-    )
-    detail = (
-        F.when(F.col("reason") == rc.INVALID_JSON, F.lit("not a JSON object"))
-        .when(F.col("reason") == rc.MISSING_USER_ID, F.lit("user_id is missing or empty"))
-        .when(F.col("reason") == rc.MISSING_ITEM_ID, F.lit("item_id is missing or empty"))
-        .when(F.col("reason") == rc.UNKNOWN_EVENT_TYPE,
-              F.concat(F.lit("event_type '"), F.coalesce(F.col("_event_type"), F.lit("<missing>")),
-                       F.lit(f"' is not one of {','.join(event_types)}")))
-        .when(F.col("reason") == rc.BAD_TIMESTAMP,
-              F.concat(F.lit("timestamp '"), F.coalesce(F.col("_ts_text"), F.lit("<missing>")),
-                       F.lit("' is not ISO-8601 with a UTC offset nor epoch seconds/milliseconds")))
-        .when(F.col("reason") == rc.OUT_OF_WINDOW,
-              F.concat(F.lit("event time "), F.col("_event_ts").cast("string"),
-                       F.lit(f" UTC is more than {allowed_lateness_days} days outside {logical_date.isoformat()}")))
-        .when(F.col("reason") == rc.BAD_VALUE,
-              F.concat(F.lit("value '"), F.col("_value_text"), F.lit("' is not a finite number")))
-        .otherwise(F.col("reader_detail"))
+    def verdict(code: str | Column, detail: Column) -> Column:
+        return F.struct((F.lit(code) if isinstance(code, str) else code).alias("reason"), detail.alias("detail"))
+
+    # One CASE yields reason and detail together, so no condition is evaluated twice.
+    judged = (
+        F.when(F.col("reader_reason").isNotNull(), verdict(F.col("reader_reason"), F.col("reader_detail")))
+        .when(~F.col("_is_json_object"), verdict(rc.INVALID_JSON, F.lit("not a JSON object")))
+        .when(F.col(USER_ID).isNull(), verdict(rc.MISSING_USER_ID, F.lit("user_id is missing or empty")))
+        .when(F.col(ITEM_ID).isNull(), verdict(rc.MISSING_ITEM_ID, F.lit("item_id is missing or empty")))
+        .when(etype.isNull() | ~etype.isin(list(event_types)),
+              verdict(rc.UNKNOWN_EVENT_TYPE, F.concat(F.lit("event_type '"), F.coalesce(etype, F.lit("<missing>")),
+                                                      F.lit(f"' is not one of {','.join(event_types)}"))))
+        .when(ts.isNull(),
+              verdict(rc.BAD_TIMESTAMP, F.concat(F.lit("timestamp '"), F.coalesce(ts_text, F.lit("<missing>")),
+                                                 F.lit("' is not ISO-8601 with a UTC offset nor epoch seconds/milliseconds"))))
+        .when((ts < F.lit(day_start)) | (ts >= F.lit(day_end)),
+              verdict(rc.OUT_OF_WINDOW, F.concat(F.lit("event time "), ts.cast("string"),
+                                                 F.lit(f" UTC is more than {allowed_lateness_days} days outside {logical_date.isoformat()}"))))
+        .when(F.col("_bad_value"),
+              verdict(rc.BAD_VALUE, F.concat(F.lit("value '"), value_text, F.lit("' is not a finite number"))))
     )
     return (
-        df.withColumn(USER_ID, user_id)
-        .withColumn(ITEM_ID, item_id)
-        .withColumn("_event_type", event_type)
-        .withColumn("_ts_text", ts_text)
+        parsed.select(
+            "source_file", "line_number", "raw", "reader_reason", "reader_detail",
+            is_json_object.alias("_is_json_object"),
+            _blank_to_null(F.col(f"rec.{rc.RAW_EVENT_ID}")).alias("event_id"),
+            _blank_to_null(F.col(f"rec.{rc.RAW_USER_ID}")).alias(USER_ID),
+            _blank_to_null(F.col(f"rec.{rc.RAW_ITEM_ID}")).alias(ITEM_ID),
+            F.lower(_blank_to_null(F.col(f"rec.{rc.RAW_EVENT_TYPE}"))).alias("_event_type"),
+            _blank_to_null(F.col(f"rec.{rc.RAW_TIMESTAMP}")).alias("_ts_text"),
+            _blank_to_null(F.col(f"rec.{rc.RAW_VALUE}")).alias("_value_text"),
+        )
         .withColumn("_event_ts", event_ts)
-        .withColumn("_value_text", value_text)
         .withColumn("value", value)
         .withColumn("_bad_value", bad_value)
-        .withColumn("reason", reason)
-        .withColumn("detail", detail)
+        .withColumn("_verdict", judged)
         .select(
-            F.col("source_file"),
-            F.col("line_number"),
-            F.col("raw"),
-            _blank_to_null(F.col(f"rec.{rc.RAW_EVENT_ID}")).alias("event_id"),
-            F.col(USER_ID),
-            F.col(ITEM_ID),
+            "source_file", "line_number", "raw", "event_id", USER_ID, ITEM_ID,
             F.col("_event_type").alias("event_type"),
             F.col("_event_ts").alias(EVENT_TS),
-            F.col("value"),
-            F.col("reason"),
-            F.col("detail"),
+            "value",
+            F.col("_verdict.reason").alias("reason"),
+            F.col("_verdict.detail").alias("detail"),
         )
     )
 

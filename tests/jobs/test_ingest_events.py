@@ -204,3 +204,29 @@ def test_classify_records_is_a_pure_transform(spark):
     late = classify_records(lines.limit(1).withColumn("record_json", F.lit(event("x", ts="2026-01-06T00:00:00Z"))),
                             logical_date=DAY, event_types=rc.EVENT_TYPES, allowed_lateness_days=0)
     assert late.first()["reason"] == rc.OUT_OF_WINDOW
+
+
+@pytest.mark.parametrize(
+    "text, reason",
+    [
+        ('{"user_id": "u1", "item_id": tru}', rc.INVALID_JSON),  # brace-shaped but malformed
+        ('[{"user_id": "u1"}]', rc.INVALID_JSON),  # JSON, but not an object
+        ('{"user_id": "u1"} trailing', rc.INVALID_JSON),
+        ("", rc.INVALID_JSON),
+        ("{}", rc.MISSING_USER_ID),  # a valid object with none of our fields
+        (event("t1", ts="2026-01-05T10:00:00"), rc.BAD_TIMESTAMP),  # naive time: no offset
+        (event("t2", ts="2026-01-05"), rc.BAD_TIMESTAMP),
+        (event("t3", ts="NaN"), rc.BAD_TIMESTAMP),
+        (event("t4", ts="2026-01-05T10:00:00+0530"), None),
+        (event("t5", ts=1767607200.5), None),
+        (event("t6", value="NaN"), rc.BAD_VALUE),
+    ],
+)
+def test_classify_records_edge_cases(spark, text, reason):
+    lines = spark.createDataFrame(
+        [Row(source_file="f", line_number=1, raw=text, raw_bytes=len(text), record_json=None,
+             reader_reason=None, reader_detail=None, file_status=None)],
+        LINES_SCHEMA,
+    )
+    got = classify_records(lines, logical_date=DAY, event_types=rc.EVENT_TYPES, allowed_lateness_days=2).first()
+    assert got["reason"] == reason, got
