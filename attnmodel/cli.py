@@ -1,0 +1,120 @@
+"""`attnrec train`: read sequences (pairs file or a `user_sequences` Delta table), train, write an artefact."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import replace
+
+from attnmodel.data import DataError, leave_one_out, read_pairs, read_sequence_table
+
+CHECKPOINTS = "checkpoints"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="attnrec train", description="Train the sequence model and write a model artefact.")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--pairs", help="ordered `user item` pairs file (oldest line first)")
+    src.add_argument("--table", help="path of the user_sequences Delta table")
+    p.add_argument("--as-of-date", help="YYYY-MM-DD partition of --table to read")
+    p.add_argument("--table-version", type=int, default=None, help="Delta table version (default: latest)")
+    p.add_argument("--out", required=True, help="artefact directory to write")
+    p.add_argument("--n-items", type=int, default=None, help="size of the item table (default: largest item index seen)")
+    p.add_argument("--item-index-version", default="", help="version of the item index the sequences use (recorded)")
+    p.add_argument("--content", default=None, help="ML-1M movies.dat (with the sas->orig mapping beside it) for item content")
+    p.add_argument("--epochs", type=int, default=120)
+    p.add_argument("--device", default="auto")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in OUT/checkpoints")
+    p.add_argument("--warm-start", default=None, metavar="DIR", help="artefact to start from (new items get fresh vectors)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-len", type=int, default=200)
+    p.add_argument("--d-model", type=int, default=128)
+    p.add_argument("--blocks", type=int, default=3)
+    p.add_argument("--heads", type=int, default=2)
+    p.add_argument("--dropout", type=float, default=0.3)
+    p.add_argument("--loss", choices=["softmax", "sampled_softmax", "bce"], default="softmax")
+    p.add_argument("--negatives", type=int, default=256)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--lr-schedule", choices=["constant", "cosine"], default="cosine")
+    p.add_argument("--patience", type=int, default=60)
+    p.add_argument("--time-budget-min", type=float, default=None)
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    return p
+
+
+def train_main(argv: list[str] | None = None) -> int:
+    p = build_parser()
+    a = p.parse_args(argv)
+    if a.table and not a.as_of_date:
+        p.error("--table needs --as-of-date")
+    try:
+        return _run(a)
+    except (DataError, ValueError, FileNotFoundError) as e:
+        print(f"attnrec train: error: {e}", file=sys.stderr)
+        return 2
+
+
+def _run(a) -> int:
+    import torch
+
+    from attnmodel.artifact import load_state, save_artifact
+    from attnmodel.evaluate import evaluate_model
+    from attnmodel.model import ModelConfig
+    from attnmodel.train import TrainConfig, TrainingDiverged, train
+
+    old_cfg, old_state = load_state(a.warm_start) if a.warm_start else (None, None)
+    n_items = a.n_items
+    if old_cfg is not None and n_items is not None and n_items < old_cfg.n_items:
+        raise ValueError(f"--n-items {n_items} is smaller than the warm-start model's {old_cfg.n_items}")
+    if a.pairs:
+        seqs = read_pairs(a.pairs, n_items)
+    else:
+        seqs = read_sequence_table(a.table, a.as_of_date, a.table_version, n_items)
+    if old_cfg is not None:
+        seqs = replace(seqs, n_items=max(seqs.n_items, old_cfg.n_items))
+    print(f"read {seqs.data_version}: {len(seqs)} users, {seqs.n_events} events, {seqs.n_items} items", file=sys.stderr)
+    split = leave_one_out(seqs)
+    if len(split.valid.targets) == 0:
+        raise DataError("no user has 3 or more events: nothing to validate on")
+    content = None
+    if a.content:
+        from attnmodel.content import load_movielens_content
+
+        mapping = os.path.join(os.path.dirname(os.path.abspath(a.content)), "ml1m_sasrec_with_orig_ids_partial_ts.parquet")
+        content = load_movielens_content(a.content, mapping, seqs.n_items)
+    if old_cfg is not None:  # the architecture comes from the earlier model; only the item table grows
+        mcfg = replace(old_cfg, n_items=seqs.n_items, **(content.config_kwargs() if content else {}))
+    else:
+        mcfg = ModelConfig(n_items=seqs.n_items, max_len=a.max_len, d_model=a.d_model, n_blocks=a.blocks, n_heads=a.heads,
+                           dropout=a.dropout, loss=a.loss, n_negatives=a.negatives, **(content.config_kwargs() if content else {}))
+    tcfg = TrainConfig(model=mcfg, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, patience=a.patience, seed=a.seed,
+                       device=a.device, lr_schedule=a.lr_schedule, progress=not a.quiet,
+                       time_budget_s=a.time_budget_min * 60 if a.time_budget_min else None)
+    ckpt = os.path.join(a.out, CHECKPOINTS)
+    last = os.path.join(ckpt, "last.pt")
+    if a.resume and os.path.exists(last):
+        print(f"resuming from {last} (epoch {torch.load(last, map_location='cpu', weights_only=False)['epoch']})", file=sys.stderr)
+    elif a.resume:
+        print(f"no checkpoint at {last}: starting from scratch", file=sys.stderr)
+    try:
+        res = train(tcfg, split.train, split.valid, checkpoint_dir=ckpt, resume=a.resume, init_state=old_state, content=content)
+    except TrainingDiverged as e:
+        print(f"attnrec train: error: {e}", file=sys.stderr)
+        return 1
+    test = evaluate_model(res.model, split.test)
+    metrics = {"valid": res.best_metrics, "test": test, "best_epoch": res.best_epoch, "epochs": res.epochs_run,
+               "train_seconds": res.train_seconds, "stopped": res.stopped, "device": res.device}
+    save_artifact(a.out, res.model, metrics=metrics, history=res.history, item_index_version=a.item_index_version,
+                  data_version=seqs.data_version, train_config=tcfg)
+    print(f"wrote {a.out}: model.pt, config.json, meta.json, metrics.json, history.json, training_curve.png "
+          f"(test ndcg@10 {test['ndcg@10']:.4f}, hr@10 {test['hr@10']:.4f}, {res.epochs_run} epochs on {res.device}, torch {torch.__version__})",
+          file=sys.stderr)
+    print(json.dumps({"out": a.out, "ndcg@10": test["ndcg@10"], "hr@10": test["hr@10"], "epochs": res.epochs_run}))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(train_main())

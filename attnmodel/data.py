@@ -1,0 +1,154 @@
+"""Reading per-user item sequences (pairs file or the `user_sequences` Delta table) and leave-one-out splits."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from attnmodel.columns import AS_OF_DATE, ITEM_IDX, LENGTH, PADDING_IDX, USER_ID
+
+
+class DataError(ValueError):
+    """Input sequences that cannot be used (empty, out-of-range item indexes, malformed)."""
+
+
+@dataclass(frozen=True)
+class Sequences:
+    """Per-user item sequences, oldest first; items are 1..n_items."""
+
+    user_ids: np.ndarray  # (U,) str
+    items: list  # U arrays of int64
+    n_items: int
+    data_version: str = ""  # where they came from, e.g. "delta:/path@v3/as_of_date=2026-11-21"
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    @property
+    def n_events(self) -> int:
+        return int(sum(len(s) for s in self.items))
+
+
+@dataclass(frozen=True)
+class EvalSet:
+    """Leave-one-out targets: each user's history (all earlier items) and the held-out next item."""
+
+    user_ids: np.ndarray
+    histories: list
+    targets: np.ndarray  # (U,) int64
+
+
+@dataclass(frozen=True)
+class Split:
+    train: Sequences  # items before the validation target
+    valid: EvalSet  # second-to-last item
+    test: EvalSet  # last item (history includes the validation item)
+
+
+def _from_flat(users: np.ndarray, items: np.ndarray, n_items: int | None, version: str) -> Sequences:
+    if len(items) == 0:
+        raise DataError(f"no events in {version or 'input'}")
+    if (items < 1).any():
+        bad = int(items[items < 1][0])
+        raise DataError(f"item index {bad} is not a real item (items are 1..n_items, {PADDING_IDX} is padding)")
+    top = int(items.max())
+    if n_items is None:
+        n_items = top
+    elif top > n_items:
+        raise DataError(f"item index {top} is beyond the item table (n_items = {n_items})")
+    order = np.argsort(users, kind="stable")  # group by user, keep each user's event order
+    users, items = users[order], items[order]
+    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
+    return Sequences(users[starts], np.split(items, starts[1:]), int(n_items), version)
+
+
+def read_pairs(path: str, n_items: int | None = None) -> Sequences:
+    """An ordered `user item` file (space or tab separated, integer item indexes >= 1, oldest line first)."""
+    import pyarrow.csv as pcsv
+
+    with open(path, "rb") as f:
+        head = f.readline()
+    if not head.strip():
+        raise DataError(f"{path}: empty pairs file")
+    delim = "\t" if b"\t" in head else " "
+    try:
+        t = pcsv.read_csv(
+            path,
+            read_options=pcsv.ReadOptions(column_names=["user", "item"]),
+            parse_options=pcsv.ParseOptions(delimiter=delim),
+            convert_options=pcsv.ConvertOptions(column_types={"user": pa.string(), "item": pa.int64()}),
+        )
+    except pa.ArrowInvalid as e:
+        raise DataError(f"{path}: not a `user item` pairs file ({str(e).splitlines()[0]})") from None
+    if t.num_rows == 0:
+        raise DataError(f"{path}: empty pairs file")
+    users = t.column("user").to_numpy(zero_copy_only=False).astype(str)
+    return _from_flat(users, t.column("item").to_numpy(), n_items, f"pairs:{path}")
+
+
+def read_sequence_table(path: str, as_of_date: str, version: int | None = None, n_items: int | None = None) -> Sequences:
+    """One `as_of_date` partition of the `user_sequences` Delta table (optionally at a table version)."""
+    from deltalake import DeltaTable  # lazy: only this reader needs it
+
+    dt = DeltaTable(path, version=version) if version is not None else DeltaTable(path)
+    ds = dt.to_pyarrow_dataset()
+    t = ds.to_table(columns=[USER_ID, ITEM_IDX], filter=pc.field(AS_OF_DATE) == pa.scalar(as_of_date).cast(ds.schema.field(AS_OF_DATE).type))
+    tag = f"delta:{path}@v{dt.version()}/{AS_OF_DATE}={as_of_date}"
+    return from_arrow(t, n_items, tag)
+
+
+def from_arrow(t: pa.Table, n_items: int | None = None, data_version: str = "") -> Sequences:
+    """A table with USER_ID (string) and ITEM_IDX (list<int>, oldest first) columns."""
+    if t.num_rows == 0:
+        raise DataError(f"no sequences in {data_version or 'table'}")
+    lists = t.column(ITEM_IDX).combine_chunks()
+    flat = pc.list_flatten(lists).to_numpy(zero_copy_only=False).astype(np.int64)
+    lens = pc.list_value_length(lists).fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+    users = np.repeat(t.column(USER_ID).to_numpy(zero_copy_only=False).astype(str), lens)
+    if LENGTH in t.column_names:
+        declared = t.column(LENGTH).to_numpy(zero_copy_only=False)
+        if (declared != lens).any():
+            raise DataError(f"{data_version}: `{LENGTH}` disagrees with the length of `{ITEM_IDX}`")
+    return _from_flat(users, flat, n_items, data_version)
+
+
+def leave_one_out(seqs: Sequences) -> Split:
+    """Standard protocol: test = last item, valid = second-to-last, train = the rest.
+
+    Users with fewer than 3 items get no targets; their items all go to training.
+    """
+    tr, vh, vt, th, tt, vu = [], [], [], [], [], []
+    for s in seqs.items:
+        if len(s) < 3:
+            tr.append(s)
+            continue
+        tr.append(s[:-2])
+        vh.append(s[:-2]), vt.append(s[-2]), th.append(s[:-1]), tt.append(s[-1])
+    has = np.array([len(s) >= 3 for s in seqs.items], dtype=bool)
+    users = seqs.user_ids[has]
+    return Split(
+        Sequences(seqs.user_ids, tr, seqs.n_items, seqs.data_version),
+        EvalSet(users, vh, np.asarray(vt, dtype=np.int64)),
+        EvalSet(users, th, np.asarray(tt, dtype=np.int64)),
+    )
+
+
+def pad_left(seqs: list, length: int) -> np.ndarray:
+    """(N, length) int64, each row's most recent `length` items right-aligned, 0 (padding) on the left."""
+    out = np.zeros((len(seqs), length), dtype=np.int64)
+    for i, s in enumerate(seqs):
+        s = s[-length:]
+        if len(s):
+            out[i, length - len(s):] = s
+    return out
+
+
+def training_rows(train: Sequences, max_len: int) -> np.ndarray:
+    """Rows (N, max_len + 1) for `SASRec.loss`; users with a single event have no pair and are left out."""
+    keep = [s for s in train.items if len(s) >= 2]
+    if not keep:
+        raise DataError("no user has two or more events: nothing to train on")
+    return pad_left(keep, max_len + 1)

@@ -1,0 +1,146 @@
+"""Batch inference for the scoring job: top-k next items (and explanations) for many users at once.
+
+Vectorised over users (batches) and over the catalogue (chunks); no per-user Python loops.
+Sequences may be left- or right-padded with 0 (they are right-aligned here); rows are sorted by length so
+each batch is trimmed to its longest row, which the model's right-anchored positions make exact.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from attnmodel.columns import PADDING_IDX
+
+
+def pack_ragged(rows, dtype=np.int64) -> np.ndarray:
+    """List of 1-D arrays -> (B, longest) left-padded matrix, vectorised (no loop over rows)."""
+    lens = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
+    width = max(int(lens.max(initial=0)), 1)
+    out = np.zeros((len(rows), width), dtype=dtype)
+    if lens.sum():
+        flat = np.concatenate([np.asarray(r, dtype=dtype) for r in rows])
+        r = np.repeat(np.arange(len(rows)), lens)
+        c = np.arange(len(flat)) - np.repeat(np.cumsum(lens) - lens, lens) + np.repeat(width - lens, lens)
+        out[r, c] = flat
+    return out
+
+
+def right_align(seqs: torch.Tensor, check: bool = True) -> torch.Tensor:
+    """Move each row's items to the right end (oldest first kept), padding to the left."""
+    real = seqs != PADDING_IDX
+    if check and bool((real[:, 1:] >= real[:, :-1]).all()):
+        return seqs  # already left-padded
+    order = torch.sort(real.to(torch.int8), dim=1, stable=True).indices
+    return seqs.gather(1, order)
+
+
+def _explain(model, hist: torch.Tensor, attn: torch.Tensor, items: torch.Tensor, m: int) -> torch.Tensor:
+    """(B, k, m) history items with the largest attention x max(0, cosine(history item, recommended item))."""
+    hv = torch.nn.functional.normalize(model.item_vectors(hist).float(), dim=-1)  # (B, L, d)
+    rv = torch.nn.functional.normalize(model.item_vectors(items).float(), dim=-1)  # (B, k, d)
+    contrib = attn.float()[:, None, :] * (rv @ hv.transpose(1, 2)).clamp(min=0) + 1e-6 * attn.float()[:, None, :]
+    contrib = contrib.masked_fill((hist == PADDING_IDX)[:, None, :], float("-inf"))
+    top = contrib.topk(min(m, hist.shape[1]), dim=-1)
+    ex = hist[:, None, :].expand(-1, items.shape[1], -1).gather(2, top.indices)
+    ex = ex.masked_fill(top.values == float("-inf"), PADDING_IDX)
+    if ex.shape[-1] < m:
+        ex = torch.nn.functional.pad(ex, (0, m - ex.shape[-1]))
+    return ex
+
+
+@torch.no_grad()
+def recommend(
+    model,
+    seqs,
+    k: int = 100,
+    exclude=None,
+    explain: bool = False,
+    n_explain: int = 3,
+    batch_size: int | None = None,
+    item_chunk: int = 262_144,
+    device=None,
+) -> dict:
+    """Top-k items for each row of `seqs` ((B, L) int, oldest first, 0 = padding, left or right padded).
+
+    exclude: None = each row's own items; or a (B, E) int array / list of B arrays of item indexes (0 ignored).
+    Returns numpy arrays: item_idx (B, k) int64, score (B, k) float32 (best first; item 0 with score -inf
+    where a row has fewer than k candidates left),
+    and with explain=True explanation (B, k, n_explain) int64: the history items that contributed most
+    (last-position attention averaged over heads and blocks, weighted by similarity to the recommended item).
+    """
+    device = torch.device(device) if device is not None else next(model.parameters()).device
+    model.eval()
+    cuda = device.type == "cuda"
+    batch_size = batch_size or (8192 if cuda else 512)
+    seqs = torch.as_tensor(np.asarray(seqs) if not torch.is_tensor(seqs) else seqs).long()
+    if seqs.ndim != 2:
+        raise ValueError(f"seqs must be 2-D (users, positions), got shape {tuple(seqs.shape)}")
+    B = seqs.shape[0]
+    if exclude is not None and not torch.is_tensor(exclude):
+        exclude = torch.as_tensor(exclude if isinstance(exclude, np.ndarray) and exclude.ndim == 2 else pack_ragged(exclude))
+    if seqs.numel() and int(seqs.max()) > model.cfg.n_items:
+        raise ValueError(f"item index {int(seqs.max())} is beyond the model's item table (n_items = {model.cfg.n_items})")
+    lens = (seqs != PADDING_IDX).sum(1)
+    order = torch.argsort(lens, descending=True)
+    n_items = model.cfg.n_items
+    k = min(k, n_items)
+    with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+        table = model.item_vectors().to(device)
+        table = table.to(torch.bfloat16) if cuda else table.float()
+    if cuda and seqs.numel() * 8 <= 8 * 2**30:  # whole input on the GPU once: no host work per batch
+        seqs, order = seqs.to(device), order.to(device)
+        exclude = exclude.to(device) if exclude is not None else None
+    out_i = torch.empty(B, k, dtype=torch.long, device=device if cuda else "cpu")
+    out_s = torch.empty(B, k, dtype=torch.float32, device=out_i.device)
+    out_e = torch.empty(B, k, n_explain, dtype=torch.long, device=out_i.device) if explain else None
+    lens_sorted = lens[order.cpu()]
+    for lo in range(0, B, batch_size):
+        idx = order[lo:lo + batch_size]
+        width = max(1, min(int(lens_sorted[lo]), model.cfg.max_len))
+        padded = int(lens_sorted[min(lo + batch_size, B) - 1]) < width
+        rows = right_align(seqs[idx].to(device, non_blocking=True), check=not cuda)
+        seq = rows[:, -width:]
+        ex = rows if exclude is None else exclude[idx].to(device, non_blocking=True)
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
+            h, attn = model.encode(seq, last_only=True, need_weights=explain, padded=padded)
+        h = h.to(table.dtype)
+        best_s = best_i = None
+        for start in range(0, n_items + 1, item_chunk):
+            stop = min(start + item_chunk, n_items + 1)
+            s = h @ table[start:stop].T  # (b, chunk); column 0 of the first chunk is padding
+            if start == 0 and stop == n_items + 1:
+                s.scatter_(1, ex, float("-inf"))
+            else:  # excluded items of this chunk -> -inf; the rest min(score, +inf) = unchanged
+                local = ex - start
+                inside = (local >= 0) & (local < stop - start)
+                src = torch.full(local.shape, float("inf"), dtype=s.dtype, device=device).masked_fill_(inside, float("-inf"))
+                s.scatter_reduce_(1, local.clamp(0, stop - start - 1), src, reduce="amin")
+            if start == 0:
+                s[:, PADDING_IDX] = float("-inf")
+            v, i = s.topk(min(k, stop - start), dim=1)
+            i = i + start
+            if best_s is not None:
+                v, j = torch.cat([best_s, v], 1).topk(k, dim=1)
+                i = torch.cat([best_i, i], 1).gather(1, j)
+            best_s, best_i = v, i
+        best_i = best_i.masked_fill(best_s == float("-inf"), PADDING_IDX)  # fewer than k candidates left
+        out_s[idx] = best_s.float()
+        out_i[idx] = best_i
+        if explain:
+            out_e[idx] = _explain(model, seq, attn, best_i, n_explain)
+    out_i, out_s = out_i.cpu(), out_s.cpu()
+    out_e = out_e.cpu() if explain else None
+    res = {"item_idx": out_i.numpy(), "score": out_s.numpy()}
+    if explain:
+        res["explanation"] = out_e.numpy()
+    return res
+
+
+def load_for_inference(artifact_dir: str, device="cpu"):
+    """The model of an artefact directory, in eval mode on `device` (meta is on `model.meta`)."""
+    from attnmodel.artifact import load_artifact
+
+    model, meta = load_artifact(artifact_dir, device=device)
+    model.meta = meta
+    return model.eval()
