@@ -13,6 +13,7 @@ import inspect
 import sys
 import time
 
+from attnmodel.columns import ITEM_INDEX_TABLE
 from jobs.common import JobInputError, default_raw_root, default_warehouse, fail, parse_date
 
 # subcommand -> (module, function, one-line help). Modules are imported only when their command runs,
@@ -52,6 +53,19 @@ def _has_raw_partitions(raw_root: str) -> bool:
     return bool(glob.glob(os.path.join(raw_root, "events", "dt=*")))
 
 
+def _item_index_state(spark, warehouse: str) -> tuple[int, int]:
+    """(largest item_idx, Delta version) of item_index: the model's item table must cover every indexed item."""
+    from delta.tables import DeltaTable
+    from pyspark.sql import functions as F
+
+    from jobs.warehouse import table_path
+
+    path = table_path(warehouse, ITEM_INDEX_TABLE)
+    n_items = spark.read.format("delta").load(path).agg(F.max("item_idx")).first()[0] or 0
+    version = DeltaTable.forPath(spark, path).history(1).first()["version"]
+    return int(n_items), int(version)
+
+
 def run_pipeline(args: argparse.Namespace) -> int:
     """Every step that exists, for one logical date (or a range of ingest dates ending on it)."""
     started = time.monotonic()
@@ -86,8 +100,12 @@ def run_pipeline(args: argparse.Namespace) -> int:
     ran.append(f"sequences {args.date}")
     if not args.skip_train:
         model_dir = f"{args.artifacts.rstrip('/')}/model-{args.date.isoformat()}"
+        n_items, index_version = _item_index_state(spark, args.warehouse)
         train_argv = ["--table", f"{args.warehouse.rstrip('/')}/user_sequences", "--as-of-date", args.date.isoformat(),
-                      "--out", model_dir, "--epochs", str(args.epochs), "--max-len", str(args.max_len)]
+                      "--out", model_dir, "--epochs", str(args.epochs), "--max-len", str(args.max_len),
+                      "--n-items", str(n_items), "--item-index-version", str(index_version)]
+        if args.device:
+            train_argv += ["--device", args.device]
         rc = _call("train", train_argv)
         if rc:
             return rc
@@ -117,6 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--max-len", type=int, default=200)
     run.add_argument("--epochs", type=int, default=5)
     run.add_argument("--skip-train", action="store_true")
+    run.add_argument("--device", default=None, help="training device (default: cuda when available, else cpu)")
     run.add_argument("--allow-empty", action="store_true")
     return parser
 
