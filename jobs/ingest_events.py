@@ -21,14 +21,14 @@ import time
 from dataclasses import dataclass
 
 from pyspark import StorageLevel
-from pyspark.sql import Column, DataFrame, SparkSession, Window
+from pyspark.sql import Column, DataFrame, SparkSession
 from pyspark.sql import functions as F
 from pyspark.sql import types as T
 
 from attnmodel.columns import EVENT_TS, EVENTS_QUARANTINE_TABLE, EVENTS_TABLE, ITEM_ID, USER_ID
 from jobs import raw_contract as rc
 from jobs.common import JobInputError, add_location_args, fail, parse_date, print_report
-from jobs.raw_files import FILE_CORRUPT, FILE_EMPTY, list_partition_files, read_raw_records
+from jobs.raw_files import FILE_CORRUPT, FILE_EMPTY, LINES_SCHEMA, list_partition_files, read_raw_records, scan_files
 from jobs.warehouse import table_path
 
 EVENTS_COLUMNS = ("event_id", USER_ID, ITEM_ID, "event_type", EVENT_TS, "event_date", "value", "source_file", "ingested_at")
@@ -39,6 +39,7 @@ INPUT_FORMATS = ("json", "csv", "parquet")
 _RAW_RECORD_SCHEMA = T.StructType([T.StructField(name, T.StringType()) for name in rc.RAW_FIELDS])
 _EPOCH_NUMBER = r"^-?\d+(\.\d+)?([eE][+-]?\d+)?$"
 _MAX_EPOCH_SECONDS = 253402300799  # 9999-12-31
+_BROADCAST_DUPLICATE_KEYS = 2_000_000  # above this, join duplicate keys with a shuffle instead
 _EPOCH_MILLIS_FROM = 1e11  # 1e11 seconds is the year 5138: anything larger is milliseconds
 
 
@@ -178,32 +179,55 @@ def classify_records(
     )
 
 
-def mark_duplicates(classified: DataFrame) -> DataFrame:
-    """Give accepted records their dedup key as event_id and mark all but the first copy as duplicates.
-
-    The key is the raw event_id, else a hash of (user, item, type, timestamp). The first copy in
-    (source_file, line_number) order is kept, so reruns keep the same copy.
-    """
+def with_dedup_key(classified: DataFrame) -> DataFrame:
+    """Accepted records get their dedup key as event_id: the raw event_id, else a hash of
+    (user, item, type, timestamp)."""
     fallback_key = F.sha2(
         F.concat_ws("\u001f", F.col(USER_ID), F.col(ITEM_ID), F.col("event_type"),
                     F.unix_micros(F.col(EVENT_TS)).cast("string")), 256
     )
-    keyed = classified.withColumn(
+    return classified.withColumn(
         "event_id", F.when(F.col("reason").isNull(), F.coalesce(F.col("event_id"), fallback_key)).otherwise(F.col("event_id"))
     )
-    accepted = keyed.filter(F.col("reason").isNull())
-    by_key = Window.partitionBy("event_id").orderBy("source_file", "line_number")
-    first_location = F.concat(F.first("source_file").over(by_key), F.lit(":"), F.first("line_number").over(by_key).cast("string"))
-    accepted = (
-        accepted.withColumn("_copy", F.row_number().over(by_key))
-        .withColumn("reason", F.when(F.col("_copy") > 1, F.lit(rc.DUPLICATE)))
-        .withColumn("detail", F.when(F.col("_copy") > 1,
-                                     F.concat(F.lit("duplicate of event_id "), F.col("event_id"), F.lit(" first seen at "), first_location)))
-        .drop("_copy")
+
+
+def duplicate_keys(keyed: DataFrame) -> DataFrame:
+    """Keys seen more than once among accepted records, with the (source_file, line_number) of the first copy.
+
+    A hash aggregation over three narrow columns: much cheaper than sorting every record by key."""
+    return (
+        keyed.filter(F.col("reason").isNull())
+        .groupBy("event_id")
+        .agg(F.count(F.lit(1)).alias("_copies"), F.min(F.struct("source_file", "line_number")).alias("_first"))
+        .filter(F.col("_copies") > 1)
+        .select("event_id", "_first")
     )
-    # raw text is kept only where it is needed: on rows that go to the quarantine
-    accepted = accepted.withColumn("raw", F.when(F.col("reason").isNotNull(), F.col("raw")))
-    return accepted.unionByName(keyed.filter(F.col("reason").isNotNull()))
+
+
+def mark_duplicates_of(keyed: DataFrame, dup_keys: DataFrame, *, broadcast: bool = True) -> DataFrame:
+    """Mark every accepted copy but the first (in file, line order) as a duplicate; reruns keep the same copy.
+    Raw text is then kept only where it is needed: on rows that go to the quarantine."""
+    joined = keyed.join(F.broadcast(dup_keys) if broadcast else dup_keys, "event_id", "left")
+    is_dup = (
+        F.col("reason").isNull() & F.col("_first").isNotNull()
+        & ((F.col("source_file") != F.col("_first.source_file")) | (F.col("line_number") != F.col("_first.line_number")))
+    )
+    first_location = F.concat(F.col("_first.source_file"), F.lit(":"), F.col("_first.line_number").cast("string"))
+    return (
+        joined.withColumn("_dup", is_dup)
+        .withColumn("reason", F.when(F.col("_dup"), F.lit(rc.DUPLICATE)).otherwise(F.col("reason")))
+        .withColumn("detail", F.when(F.col("_dup"), F.concat(F.lit("duplicate of event_id "), F.col("event_id"),
+                                                             F.lit(" first seen at "), first_location))
+                    .otherwise(F.col("detail")))
+        .withColumn("raw", F.when(F.col("reason").isNotNull(), F.col("raw")))
+        .drop("_dup", "_first")
+    )
+
+
+def mark_duplicates(classified: DataFrame) -> DataFrame:
+    """with_dedup_key + duplicate_keys + mark_duplicates_of, as one pure transform."""
+    keyed = with_dedup_key(classified)
+    return mark_duplicates_of(keyed, duplicate_keys(keyed), broadcast=False)
 
 
 def to_events(deduplicated: DataFrame, *, logical_date: dt.date, ingested_at: dt.datetime) -> DataFrame:
@@ -231,18 +255,9 @@ def to_quarantine(deduplicated: DataFrame, file_rows: DataFrame, *, logical_date
     )
 
 
-def drop_unreadable_files(lines: DataFrame, corrupt_files: list[str]) -> DataFrame:
-    """Records of readable files only. A corrupt file is quarantined whole, by name, so that a fixed
-    copy can be re-ingested without double counting the part that was readable."""
-    records = lines.filter(F.col("file_status").isNull())
-    return records.filter(~F.col("source_file").isin(corrupt_files)) if corrupt_files else records
-
-
 # ---------------------------------------------------------------- I/O
 
 def _empty_lines(spark: SparkSession) -> DataFrame:
-    from jobs.raw_files import LINES_SCHEMA
-
     return spark.createDataFrame([], LINES_SCHEMA)
 
 
@@ -265,45 +280,45 @@ def run(spark: SparkSession, params: IngestParams) -> IngestReport:
         if not params.allow_empty:
             raise JobInputError(f"raw partition not found: {source} (pass --allow-empty to record an empty day)")
         files = []
-    lines = read_raw_records(spark, files, params.input_format, params.max_record_bytes) if files else _empty_lines(spark)
-    # Read the files once: the status rows (corrupt/empty files) must be known before the records are used.
-    lines = lines.persist(StorageLevel.MEMORY_AND_DISK)
-    deduplicated = None
+    # Damaged and empty files are found by a cheap first pass, so the records are read once, uncached.
+    statuses = scan_files(spark, files, params.input_format, params.max_record_bytes)
+    bad_files = {path: (status, detail) for path, status, detail in statuses if status is not None}
+    readable = [f for f in files if f not in bad_files]
+    lines = read_raw_records(spark, readable, params.input_format, params.max_record_bytes) if readable else _empty_lines(spark)
+    file_rows = spark.createDataFrame(
+        [(path, None, None, None, None, None, detail, status) for path, (status, detail) in sorted(bad_files.items())],
+        LINES_SCHEMA,
+    )
+    classified = classify_records(
+        lines.filter(F.col("file_status").isNull()),
+        logical_date=params.logical_date,
+        event_types=params.event_types,
+        allowed_lateness_days=params.allowed_lateness_days,
+    )
+    keyed = with_dedup_key(classified).persist(StorageLevel.MEMORY_AND_DISK)
+    dup_keys = duplicate_keys(keyed).persist(StorageLevel.MEMORY_AND_DISK)
     try:
-        status_rows = lines.filter(F.col("file_status").isNotNull()).collect()
-        corrupt_files = [r["source_file"] for r in status_rows if r["file_status"] == FILE_CORRUPT]
-        file_rows = spark.createDataFrame(status_rows, lines.schema)
-        classified = classify_records(
-            drop_unreadable_files(lines, corrupt_files),
-            logical_date=params.logical_date,
-            event_types=params.event_types,
-            allowed_lateness_days=params.allowed_lateness_days,
-        )
-        deduplicated = mark_duplicates(classified).persist(StorageLevel.MEMORY_AND_DISK)
+        # broadcast the (usually few) duplicated keys so the records themselves are never shuffled
+        deduplicated = mark_duplicates_of(keyed, dup_keys, broadcast=dup_keys.count() <= _BROADCAST_DUPLICATE_KEYS)
         events = to_events(deduplicated, logical_date=params.logical_date, ingested_at=params.ingested_at)
         quarantine = to_quarantine(deduplicated, file_rows, logical_date=params.logical_date, ingested_at=params.ingested_at)
         replace_partition(events, table_path(params.warehouse, EVENTS_TABLE), column="event_date", value=params.logical_date)
-        lines.unpersist()
         replace_partition(quarantine, table_path(params.warehouse, EVENTS_QUARANTINE_TABLE), column="event_date", value=params.logical_date)
         counts = {r["reason"]: r["count"] for r in deduplicated.groupBy("reason").count().collect()}
-        written = (
-            spark.read.format("delta").load(table_path(params.warehouse, EVENTS_TABLE))
-            .filter(F.col("event_date") == F.lit(params.logical_date))
-            .agg(F.countDistinct(USER_ID).alias("users"), F.countDistinct(ITEM_ID).alias("items"))
-            .first()
-        )
     finally:
-        lines.unpersist()
-        if deduplicated is not None:
-            deduplicated.unpersist()
-    file_counts = {}
-    for r in status_rows:
-        file_counts[r["file_status"]] = file_counts.get(r["file_status"], 0) + 1
+        keyed.unpersist()
+        dup_keys.unpersist()
+    written = (
+        spark.read.format("delta").load(table_path(params.warehouse, EVENTS_TABLE))
+        .filter(F.col("event_date") == F.lit(params.logical_date))
+        .agg(F.countDistinct(USER_ID).alias("users"), F.countDistinct(ITEM_ID).alias("items"))
+        .first()
+    )
     quarantined = dict(sorted((k, v) for k, v in counts.items() if k is not None))
-    if file_counts.get(FILE_CORRUPT):
-        quarantined[rc.CORRUPT_FILE] = file_counts[FILE_CORRUPT]
-    if file_counts.get(FILE_EMPTY):
-        quarantined[rc.EMPTY_FILE] = file_counts[FILE_EMPTY]
+    for status, reason in ((FILE_CORRUPT, rc.CORRUPT_FILE), (FILE_EMPTY, rc.EMPTY_FILE)):
+        n_files = sum(1 for s, _ in bad_files.values() if s == status)
+        if n_files:
+            quarantined[reason] = n_files
     return IngestReport(
         logical_date=params.logical_date.isoformat(),
         source=source,

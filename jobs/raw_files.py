@@ -227,6 +227,39 @@ def read_files_arrow(batches: Iterator[pa.RecordBatch], fmt: str, max_bytes: int
         yield last
 
 
+def scan_file(path: str, fmt: str, max_bytes: int) -> tuple[str, str | None, str | None]:
+    """(path, status, detail) where status is None for a readable file with records, else FILE_EMPTY or
+    FILE_CORRUPT. JSON files are only decompressed and their newlines counted: far cheaper than reading
+    (and caching) every record just to learn whether a file is damaged."""
+    n = 0
+    try:
+        if fmt == "json":
+            with _open_binary(path) as raw_stream:
+                stream = gzip.GzipFile(fileobj=raw_stream) if path.endswith(".gz") else raw_stream
+                last = b""
+                while block := stream.read(_BLOCK_BYTES):
+                    n += block.count(b"\n")
+                    last = block
+                n += bool(last) and not last.endswith(b"\n")
+        else:
+            for _ in _records(path, fmt, max_bytes):
+                n += 1
+    except (EOFError, OSError, zlib.error, gzip.BadGzipFile, pa.ArrowInvalid, UnicodeError, csv.Error) as exc:
+        return path, FILE_CORRUPT, f"unreadable after {n} lines: {type(exc).__name__}: {exc}"[:1000]
+    return (path, FILE_EMPTY, "file has no records") if n == 0 else (path, None, None)
+
+
+def scan_files(spark, files: list[str], fmt: str, max_bytes: int) -> list[tuple[str, str | None, str | None]]:
+    """scan_file over every file, one Spark task per file."""
+    if not files:
+        return []
+    return (
+        spark.sparkContext.parallelize(files, numSlices=len(files))
+        .map(lambda path: scan_file(path, fmt, max_bytes))
+        .collect()
+    )
+
+
 def read_raw_records(spark, files: list[str], fmt: str, max_bytes: int):
     """DataFrame of LINES_SCHEMA over the given files, one Spark task per file."""
     paths = spark.sparkContext.parallelize([(f,) for f in files], numSlices=max(1, len(files)))
