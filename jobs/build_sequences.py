@@ -34,7 +34,7 @@ from attnmodel.columns import (
     USER_SEQUENCES_TABLE,
 )
 from jobs import raw_contract as rc
-from jobs.common import JobInputError, add_location_args, fail, parse_date, print_report
+from jobs.common import JobInputError, add_location_args, parse_date, run_job
 from jobs.warehouse import table_path
 
 
@@ -248,17 +248,8 @@ def params_from_args(args: argparse.Namespace) -> SequenceParams:
 
 def main(argv: list[str] | None = None, spark: SparkSession | None = None, prog: str = "build_sequences") -> int:
     args = build_parser(prog).parse_args(argv)
-    try:
-        params = params_from_args(args)
-        if spark is None:
-            from jobs.spark_session import SparkConfig, build_spark
-
-            spark = build_spark(SparkConfig.from_env(master=args.master, app_name="build_sequences"))
-        report = run(spark, params)
-    except JobInputError as exc:
-        return fail(str(exc))
-    print_report("sequences", report)
-    return 0
+    return run_job("sequences", lambda: params_from_args(args), run,
+                   app_name="build_sequences", master=args.master, spark=spark)
 
 
 if __name__ == "__main__":

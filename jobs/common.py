@@ -48,3 +48,19 @@ def print_report(step: str, report) -> None:
 def fail(message: str, code: int = 2) -> int:
     print(f"error: {message}", file=sys.stderr)
     return code
+
+
+def run_job(step: str, make_params, run, *, app_name: str, master: str | None = None, spark=None) -> int:
+    """The shared tail of every Spark job's main(): build params, start (or reuse) a session, run, report.
+    Bad input the operator can fix becomes one line on stderr and exit code 2."""
+    try:
+        params = make_params()
+        if spark is None:
+            from jobs.spark_session import SparkConfig, build_spark
+
+            spark = build_spark(SparkConfig.from_env(master=master, app_name=app_name))
+        report = run(spark, params)
+    except JobInputError as exc:
+        return fail(str(exc))
+    print_report(step, report)
+    return 0

@@ -27,7 +27,7 @@ from pyspark.sql import types as T
 
 from attnmodel.columns import EVENT_TS, EVENTS_QUARANTINE_TABLE, EVENTS_TABLE, ITEM_ID, USER_ID
 from jobs import raw_contract as rc
-from jobs.common import JobInputError, add_location_args, fail, parse_date, print_report
+from jobs.common import JobInputError, add_location_args, parse_date, run_job
 from jobs.raw_files import FILE_CORRUPT, FILE_EMPTY, LINES_SCHEMA, list_partition_files, read_raw_records, scan_files
 from jobs.warehouse import table_path
 
@@ -365,17 +365,10 @@ def params_from_args(args: argparse.Namespace, ingested_at: dt.datetime) -> Inge
 
 def main(argv: list[str] | None = None, spark: SparkSession | None = None, prog: str = "ingest_events") -> int:
     args = build_parser(prog).parse_args(argv)
-    try:
-        params = params_from_args(args, ingested_at=dt.datetime.now(dt.timezone.utc).replace(tzinfo=None))
-        if spark is None:
-            from jobs.spark_session import SparkConfig, build_spark
-
-            spark = build_spark(SparkConfig.from_env(master=args.master, app_name="ingest_events"))
-        report = run(spark, params)
-    except JobInputError as exc:
-        return fail(str(exc))
-    print_report("ingest", report)
-    return 0
+    # ingested_at is the one wall-clock value, stamped here at the edge
+    ingested_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+    return run_job("ingest", lambda: params_from_args(args, ingested_at), run,
+                   app_name="ingest_events", master=args.master, spark=spark)
 
 
 if __name__ == "__main__":
