@@ -186,7 +186,7 @@ def run(spark: SparkSession, params: SequenceParams) -> SequenceReport:
         new_items = update_item_index(
             spark, new_index_entries(events, current_index, logical_date=params.logical_date), index_path
         )
-        item_index = spark.read.format("delta").load(index_path) if _delta_exists(spark, index_path) else current_index
+        item_index = spark.read.format("delta").load(index_path)  # update_item_index always leaves the table
         sequences = sequences_from_events(
             events, item_index, logical_date=params.logical_date, max_len=params.max_len,
             dedupe_consecutive=params.dedupe_consecutive, min_user_events=params.min_user_events,
@@ -205,7 +205,7 @@ def run(spark: SparkSession, params: SequenceParams) -> SequenceReport:
         .agg(F.count(F.lit(1)).alias("users"), F.avg(LENGTH).alias("mean_length"))
         .first()
     )
-    indexed = spark.read.format("delta").load(index_path).count() if _delta_exists(spark, index_path) else 0
+    indexed = item_index.count()
     return SequenceReport(
         logical_date=params.logical_date.isoformat(),
         events_read=events_read,

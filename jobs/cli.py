@@ -81,7 +81,6 @@ def run_pipeline(args: argparse.Namespace) -> int:
     if first_day > args.date:
         return fail("--from-date is after --date")
     ran = []
-    spark = None
     from jobs.spark_session import SparkConfig, build_spark
 
     spark = build_spark(SparkConfig.from_env(master=args.master, app_name="attnrec-run"))

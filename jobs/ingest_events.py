@@ -101,7 +101,7 @@ def classify_records(
     """Parse and validate raw records (LINES_SCHEMA rows without file-status rows).
 
     Returns every record with the normalised event columns plus `reason` (null = accepted) and `detail`.
-    Duplicates are not marked here (see mark_duplicates).
+    Duplicates are not marked here (see duplicate_keys and mark_duplicates_of).
     """
     json_text = F.coalesce(F.col("record_json"), F.col("raw"))
     fields = _RAW_RECORD_SCHEMA.fieldNames()
@@ -224,12 +224,6 @@ def mark_duplicates_of(keyed: DataFrame, dup_keys: DataFrame, *, broadcast: bool
     )
 
 
-def mark_duplicates(classified: DataFrame) -> DataFrame:
-    """with_dedup_key + duplicate_keys + mark_duplicates_of, as one pure transform."""
-    keyed = with_dedup_key(classified)
-    return mark_duplicates_of(keyed, duplicate_keys(keyed), broadcast=False)
-
-
 def to_events(deduplicated: DataFrame, *, logical_date: dt.date, ingested_at: dt.datetime) -> DataFrame:
     return deduplicated.filter(F.col("reason").isNull()).select(
         "event_id", USER_ID, ITEM_ID, "event_type", EVENT_TS,
@@ -290,7 +284,7 @@ def run(spark: SparkSession, params: IngestParams) -> IngestReport:
         LINES_SCHEMA,
     )
     classified = classify_records(
-        lines.filter(F.col("file_status").isNull()),
+        lines,
         logical_date=params.logical_date,
         event_types=params.event_types,
         allowed_lateness_days=params.allowed_lateness_days,

@@ -19,6 +19,7 @@ import pyarrow as pa
 
 from jobs import raw_contract as rc
 
+# file_status is null on record rows; set only on the per-file rows built from scan_file's verdicts.
 # raw: the record's original text (cut to QUARANTINE_RAW_MAX_CHARS only when oversized);
 # record_json: the record as JSON when that differs from raw (CSV, Parquet), else null.
 LINES_SCHEMA = (
@@ -198,30 +199,22 @@ def _read_json_file(path: str, max_bytes: int) -> Iterator[pa.RecordBatch]:
 
 
 def read_files_arrow(batches: Iterator[pa.RecordBatch], fmt: str, max_bytes: int) -> Iterator[pa.RecordBatch]:
-    """mapInArrow body: input rows are file paths; output rows are records plus one status row per bad file."""
+    """mapInArrow body: input rows are paths of files that scan_file found readable; output rows are records.
+
+    A file that fails here although the scan read it (it changed in between) fails the task loudly:
+    quietly keeping the part read so far would ingest half a file."""
     out = _Batcher()
     for batch in batches:
         for path in batch.column(0).to_pylist():
-            n_records = 0
-            try:
-                if fmt == "json":
-                    pending = out.flush()  # keep file order: earlier rows first
-                    if pending is not None:
-                        yield pending
-                    for lines in _read_json_file(path, max_bytes):
-                        n_records += lines.num_rows
-                        yield lines
-                else:
-                    for rec in _records(path, fmt, max_bytes):
-                        n_records += 1
-                        if out.add(source_file=path, **rec):
-                            yield out.flush()
-            except (EOFError, OSError, zlib.error, gzip.BadGzipFile, pa.ArrowInvalid, UnicodeError, csv.Error) as exc:
-                out.add(source_file=path, file_status=FILE_CORRUPT,
-                        reader_detail=f"unreadable after {n_records} records: {type(exc).__name__}: {exc}"[:1000])
+            if fmt == "json":
+                pending = out.flush()  # keep file order: earlier rows first
+                if pending is not None:
+                    yield pending
+                yield from _read_json_file(path, max_bytes)
                 continue
-            if n_records == 0:
-                out.add(source_file=path, file_status=FILE_EMPTY, reader_detail="file has no records")
+            for rec in _records(path, fmt, max_bytes):
+                if out.add(source_file=path, **rec):
+                    yield out.flush()
     last = out.flush()
     if last is not None:
         yield last
