@@ -13,21 +13,12 @@ from attnmodel.data import DataError, leave_one_out, read_pairs, read_sequence_t
 CHECKPOINTS = "checkpoints"
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="attnrec train", description="Train the sequence model and write a model artefact.")
-    src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--pairs", help="ordered `user item` pairs file (oldest line first)")
-    src.add_argument("--table", help="path of the user_sequences Delta table")
-    p.add_argument("--as-of-date", help="YYYY-MM-DD partition of --table to read")
-    p.add_argument("--table-version", type=int, default=None, help="Delta table version (default: latest)")
-    p.add_argument("--out", required=True, help="artefact directory to write")
-    p.add_argument("--n-items", type=int, default=None, help="size of the item table (default: largest item index seen)")
-    p.add_argument("--item-index-version", default="", help="version of the item index the sequences use (recorded)")
-    p.add_argument("--content", default=None, help="ML-1M movies.dat (with the sas->orig mapping beside it) for item content")
+def add_training_args(p: argparse.ArgumentParser) -> None:
+    """Model and training options with the best settings measured on ML-1M as defaults.
+
+    One place for them: `attnrec train` and `python -m bench.quality` both call this."""
     p.add_argument("--epochs", type=int, default=120)
     p.add_argument("--device", default="auto")
-    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in OUT/checkpoints")
-    p.add_argument("--warm-start", default=None, metavar="DIR", help="artefact to start from (new items get fresh vectors)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-len", type=int, default=200)
     p.add_argument("--d-model", type=int, default=128)
@@ -42,6 +33,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patience", type=int, default=60)
     p.add_argument("--time-budget-min", type=float, default=None)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="attnrec train", description="Train the sequence model and write a model artefact.")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--pairs", help="ordered `user item` pairs file (oldest line first)")
+    src.add_argument("--table", help="path of the user_sequences Delta table")
+    p.add_argument("--as-of-date", help="YYYY-MM-DD partition of --table to read")
+    p.add_argument("--table-version", type=int, default=None, help="Delta table version (default: latest)")
+    p.add_argument("--out", required=True, help="artefact directory to write")
+    p.add_argument("--n-items", type=int, default=None, help="size of the item table (default: largest item index seen)")
+    p.add_argument("--item-index-version", default="", help="version of the item index the sequences use (recorded)")
+    p.add_argument("--content", default=None, help="ML-1M movies.dat (with the sas->orig mapping beside it) for item content")
+    p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in OUT/checkpoints")
+    p.add_argument("--warm-start", default=None, metavar="DIR", help="artefact to start from (new items get fresh vectors)")
+    add_training_args(p)
     return p
 
 

@@ -18,6 +18,7 @@ import time
 
 import torch
 
+from attnmodel.cli import add_training_args
 from attnmodel.data import Sequences, leave_one_out, read_pairs
 from attnmodel.evaluate import evaluate_model, evaluate_popularity
 from attnmodel.model import ModelConfig
@@ -44,29 +45,14 @@ def find_content(pairs: str, content: str, n_items: int):
 def parse(argv):
     p = argparse.ArgumentParser(prog="python -m bench.quality", description=__doc__.splitlines()[0])
     p.add_argument("--pairs", required=True)
-    p.add_argument("--device", default="auto")
-    p.add_argument("--epochs", type=int, default=120)
-    p.add_argument("--time-budget-min", type=float, default=None)
+    add_training_args(p)
     p.add_argument("--model", choices=["sasrec", "popularity"], default="sasrec")
     p.add_argument("--content", default="auto", help="auto | none | path to movies.dat (ML-1M item content)")
-    p.add_argument("--loss", choices=["softmax", "sampled_softmax", "bce"], default="softmax")
-    p.add_argument("--negatives", type=int, default=256)
-    p.add_argument("--max-len", type=int, default=200)
-    p.add_argument("--d-model", type=int, default=128)
-    p.add_argument("--blocks", type=int, default=3)
-    p.add_argument("--heads", type=int, default=2)
-    p.add_argument("--dropout", type=float, default=0.3)
-    p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--weight-decay", type=float, default=0.0)
-    p.add_argument("--lr-schedule", choices=["constant", "cosine"], default="cosine")
     p.add_argument("--warmup-epochs", type=float, default=0.0)
-    p.add_argument("--patience", type=int, default=60)
     p.add_argument("--eval-every", type=int, default=1)
-    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", default=None, help="also save the model artefact here")
-    p.add_argument("--quiet", action="store_true")
     return p.parse_args(argv)
 
 
