@@ -24,7 +24,7 @@ def add_training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--d-model", type=int, default=128)
     p.add_argument("--blocks", type=int, default=3)
     p.add_argument("--heads", type=int, default=2)
-    p.add_argument("--dropout", type=float, default=0.3)
+    p.add_argument("--dropout", type=float, default=0.2)
     p.add_argument("--loss", choices=["softmax", "sampled_softmax", "bce"], default="softmax")
     p.add_argument("--negatives", type=int, default=256)
     p.add_argument("--batch-size", type=int, default=128)
