@@ -155,7 +155,7 @@ def classify_records(
     )
     return (
         parsed.select(
-            "source_file", "line_number", "raw", "reader_reason", "reader_detail",
+            "source_file", "file_index", "line_number", "raw", "reader_reason", "reader_detail",
             is_json_object.alias("_is_json_object"),
             _blank_to_null(F.col(f"rec.{rc.RAW_EVENT_ID}")).alias("event_id"),
             _blank_to_null(F.col(f"rec.{rc.RAW_USER_ID}")).alias(USER_ID),
@@ -169,7 +169,7 @@ def classify_records(
         .withColumn("_bad_value", bad_value)
         .withColumn("_verdict", judged)
         .select(
-            "source_file", "line_number", "raw", "event_id", USER_ID, ITEM_ID,
+            "source_file", "file_index", "line_number", "raw", "event_id", USER_ID, ITEM_ID,
             F.col("_event_type").alias("event_type"),
             F.col("_event_ts").alias(EVENT_TS),
             "value",
@@ -191,28 +191,45 @@ def with_dedup_key(classified: DataFrame) -> DataFrame:
     )
 
 
-def duplicate_keys(keyed: DataFrame) -> DataFrame:
-    """Keys seen more than once among accepted records, with the (source_file, line_number) of the first copy.
+_LINE_BITS = 36  # a record's position: file_index << 36 | line_number (files up to 2^36 lines)
 
-    A hash aggregation over three narrow columns: much cheaper than sorting every record by key."""
+
+def _position(file_index: Column, line_number: Column) -> Column:
+    return F.shiftleft(file_index.cast("long"), _LINE_BITS) + line_number
+
+
+def source_file_of(file_index: Column, files: list[str]) -> Column:
+    """The path of file number `file_index` of `files` (the list the records were read from)."""
+    return F.element_at(F.array(*[F.lit(f) for f in files]) if files else F.array().cast("array<string>"),
+                        file_index + 1)
+
+
+def duplicate_keys(keyed: DataFrame) -> DataFrame:
+    """Keys seen more than once among accepted records, with the position of the first copy.
+
+    One long for (file, line) keeps this a hash aggregation (a struct minimum falls back to sorting
+    every record by key)."""
     return (
         keyed.filter(F.col("reason").isNull())
         .groupBy("event_id")
-        .agg(F.count(F.lit(1)).alias("_copies"), F.min(F.struct("source_file", "line_number")).alias("_first"))
+        .agg(F.count(F.lit(1)).alias("_copies"), F.min(_position(F.col("file_index"), F.col("line_number"))).alias("_first"))
         .filter(F.col("_copies") > 1)
         .select("event_id", "_first")
     )
 
 
-def mark_duplicates_of(keyed: DataFrame, dup_keys: DataFrame, *, broadcast: bool = True) -> DataFrame:
+def mark_duplicates_of(keyed: DataFrame, dup_keys: DataFrame, files: list[str], *, broadcast: bool = True) -> DataFrame:
     """Mark every accepted copy but the first (in file, line order) as a duplicate; reruns keep the same copy.
     Raw text is then kept only where it is needed: on rows that go to the quarantine."""
     joined = keyed.join(F.broadcast(dup_keys) if broadcast else dup_keys, "event_id", "left")
     is_dup = (
         F.col("reason").isNull() & F.col("_first").isNotNull()
-        & ((F.col("source_file") != F.col("_first.source_file")) | (F.col("line_number") != F.col("_first.line_number")))
+        & (_position(F.col("file_index"), F.col("line_number")) != F.col("_first"))
     )
-    first_location = F.concat(F.col("_first.source_file"), F.lit(":"), F.col("_first.line_number").cast("string"))
+    first_location = F.concat(
+        source_file_of(F.shiftright(F.col("_first"), _LINE_BITS).cast("int"), files), F.lit(":"),
+        F.col("_first").bitwiseAND((1 << _LINE_BITS) - 1).cast("string"),
+    )
     return (
         joined.withColumn("_dup", is_dup)
         .withColumn("reason", F.when(F.col("_dup"), F.lit(rc.DUPLICATE)).otherwise(F.col("reason")))
@@ -224,17 +241,19 @@ def mark_duplicates_of(keyed: DataFrame, dup_keys: DataFrame, *, broadcast: bool
     )
 
 
-def to_events(deduplicated: DataFrame, *, logical_date: dt.date, ingested_at: dt.datetime) -> DataFrame:
+def to_events(deduplicated: DataFrame, files: list[str], *, logical_date: dt.date, ingested_at: dt.datetime) -> DataFrame:
     return deduplicated.filter(F.col("reason").isNull()).select(
         "event_id", USER_ID, ITEM_ID, "event_type", EVENT_TS,
-        F.lit(logical_date).alias("event_date"), "value", "source_file",
+        F.lit(logical_date).alias("event_date"), "value", source_file_of(F.col("file_index"), files).alias("source_file"),
         F.lit(ingested_at).cast("timestamp").alias("ingested_at"),
     )
 
 
-def to_quarantine(deduplicated: DataFrame, file_rows: DataFrame, *, logical_date: dt.date, ingested_at: dt.datetime) -> DataFrame:
+def to_quarantine(deduplicated: DataFrame, files: list[str], file_rows: DataFrame, *, logical_date: dt.date,
+                  ingested_at: dt.datetime) -> DataFrame:
     """Rejected records, plus one row per corrupt or empty file."""
-    rejected = deduplicated.filter(F.col("reason").isNotNull()).select("source_file", "line_number", "raw", "reason", "detail")
+    rejected = deduplicated.filter(F.col("reason").isNotNull()).select(
+        source_file_of(F.col("file_index"), files).alias("source_file"), "line_number", "raw", "reason", "detail")
     files = file_rows.select(
         "source_file",
         F.lit(None).cast("long").alias("line_number"),
@@ -255,15 +274,19 @@ def _empty_lines(spark: SparkSession) -> DataFrame:
     return spark.createDataFrame([], LINES_SCHEMA)
 
 
-def replace_partition(df: DataFrame, path: str, *, column: str, value: dt.date) -> None:
-    """Replace exactly the rows with column = value, in one Delta transaction (creates the table if needed)."""
-    (
-        df.write.format("delta")
-        .mode("overwrite")
-        .option("replaceWhere", f"{column} = DATE'{value.isoformat()}'")
-        .partitionBy(column)
-        .save(path)
-    )
+# Readers select events by event_date (the partition column); min/max statistics on every other
+# column cost 3-4 s per 2M-event day to collect and would skip nothing, so only event_ts gets them.
+EVENTS_TABLE_PROPERTIES = {"delta.dataSkippingStatsColumns": EVENT_TS}
+
+
+def replace_partition(df: DataFrame, path: str, *, column: str, value: dt.date,
+                      table_properties: dict[str, str] | None = None) -> None:
+    """Replace exactly the rows with column = value, in one Delta transaction (creates the table if needed,
+    with `table_properties`; an existing table keeps its own)."""
+    writer = df.write.format("delta").mode("overwrite").option("replaceWhere", f"{column} = DATE'{value.isoformat()}'")
+    for key, prop in (table_properties or {}).items():
+        writer = writer.option(key, prop)
+    writer.partitionBy(column).save(path)
 
 
 def run(spark: SparkSession, params: IngestParams) -> IngestReport:
@@ -280,7 +303,7 @@ def run(spark: SparkSession, params: IngestParams) -> IngestReport:
     readable = [f for f in files if f not in bad_files]
     lines = read_raw_records(spark, readable, params.input_format, params.max_record_bytes) if readable else _empty_lines(spark)
     file_rows = spark.createDataFrame(
-        [(path, None, None, None, None, None, detail, status) for path, (status, detail) in sorted(bad_files.items())],
+        [(path, None, None, None, None, None, None, detail, status) for path, (status, detail) in sorted(bad_files.items())],
         LINES_SCHEMA,
     )
     classified = classify_records(
@@ -289,14 +312,18 @@ def run(spark: SparkSession, params: IngestParams) -> IngestReport:
         event_types=params.event_types,
         allowed_lateness_days=params.allowed_lateness_days,
     )
-    keyed = with_dedup_key(classified).persist(StorageLevel.MEMORY_AND_DISK)
+    # source_file is rebuilt from file_index at the writes: the cache holds an int per record, not a path
+    keyed = with_dedup_key(classified).drop("source_file").persist(StorageLevel.MEMORY_AND_DISK)
     dup_keys = duplicate_keys(keyed).persist(StorageLevel.MEMORY_AND_DISK)
     try:
         # broadcast the (usually few) duplicated keys so the records themselves are never shuffled
-        deduplicated = mark_duplicates_of(keyed, dup_keys, broadcast=dup_keys.count() <= _BROADCAST_DUPLICATE_KEYS)
-        events = to_events(deduplicated, logical_date=params.logical_date, ingested_at=params.ingested_at)
-        quarantine = to_quarantine(deduplicated, file_rows, logical_date=params.logical_date, ingested_at=params.ingested_at)
-        replace_partition(events, table_path(params.warehouse, EVENTS_TABLE), column="event_date", value=params.logical_date)
+        deduplicated = mark_duplicates_of(keyed, dup_keys, readable,
+                                          broadcast=dup_keys.count() <= _BROADCAST_DUPLICATE_KEYS)
+        events = to_events(deduplicated, readable, logical_date=params.logical_date, ingested_at=params.ingested_at)
+        quarantine = to_quarantine(deduplicated, readable, file_rows, logical_date=params.logical_date,
+                                   ingested_at=params.ingested_at)
+        replace_partition(events, table_path(params.warehouse, EVENTS_TABLE), column="event_date", value=params.logical_date,
+                          table_properties=EVENTS_TABLE_PROPERTIES)
         replace_partition(quarantine, table_path(params.warehouse, EVENTS_QUARANTINE_TABLE), column="event_date", value=params.logical_date)
         counts = {r["reason"]: r["count"] for r in deduplicated.groupBy("reason").count().collect()}
     finally:

@@ -20,10 +20,12 @@ import pyarrow as pa
 from jobs import raw_contract as rc
 
 # file_status is null on record rows; set only on the per-file rows built from scan_file's verdicts.
+# file_index: the file's position in the sorted list that was read (a narrow stand-in for source_file
+# in cached rows, and with line_number the order that decides which duplicate copy comes first).
 # raw: the record's original text (cut to QUARANTINE_RAW_MAX_CHARS only when oversized);
 # record_json: the record as JSON when that differs from raw (CSV, Parquet), else null.
 LINES_SCHEMA = (
-    "source_file string, line_number long, raw string, raw_bytes long, record_json string, "
+    "source_file string, file_index int, line_number long, raw string, raw_bytes long, record_json string, "
     "reader_reason string, reader_detail string, file_status string"
 )
 FILE_CORRUPT = "corrupt"
@@ -32,6 +34,7 @@ _BATCH_ROWS = 32_768
 _ARROW_SCHEMA = pa.schema(
     [
         ("source_file", pa.string()),
+        ("file_index", pa.int32()),
         ("line_number", pa.int64()),
         ("raw", pa.string()),
         ("raw_bytes", pa.int64()),
@@ -139,7 +142,7 @@ def _record(line_no: int, line: bytes, record_json: str | None, max_bytes: int) 
 _BLOCK_BYTES = 8 << 20
 
 
-def _json_line_batches(path: str, stream, first_line: int, max_bytes: int) -> Iterator[pa.RecordBatch]:
+def _json_line_batches(path: str, file_index: int, stream, first_line: int, max_bytes: int) -> Iterator[pa.RecordBatch]:
     """JSON lines of one (decompressed) stream as record batches, split in C (bytes.split, Arrow kernels):
     about 10x faster than a Python loop per line."""
     import numpy as np
@@ -154,13 +157,13 @@ def _json_line_batches(path: str, stream, first_line: int, max_bytes: int) -> It
         parts = (carry + block).split(b"\n")
         carry = parts.pop()
         if parts:
-            yield _lines_batch(path, parts, line_no, max_bytes, np, pc)
+            yield _lines_batch(path, file_index, parts, line_no, max_bytes, np, pc)
             line_no += len(parts)
     if carry:
-        yield _lines_batch(path, [carry], line_no, max_bytes, np, pc)
+        yield _lines_batch(path, file_index, [carry], line_no, max_bytes, np, pc)
 
 
-def _lines_batch(path, parts, line_no, max_bytes, np, pc) -> pa.RecordBatch:
+def _lines_batch(path, file_index, parts, line_no, max_bytes, np, pc) -> pa.RecordBatch:
     n = len(parts)
     binary = pa.array(parts, pa.binary())
     try:
@@ -179,6 +182,7 @@ def _lines_batch(path, parts, line_no, max_bytes, np, pc) -> pa.RecordBatch:
         detail = reason = pa.nulls(n, pa.string())
     columns = {
         "source_file": pa.array([path] * n, pa.string()),
+        "file_index": pa.array(np.full(n, file_index, dtype=np.int32)),
         "line_number": pa.array(np.arange(line_no + 1, line_no + n + 1, dtype=np.int64)),
         # JSON lines: the record is parsed from `raw` itself (record_json stays null) so the text is held
         # once; only an oversized line is cut here (it is quarantined, never parsed).
@@ -192,28 +196,29 @@ def _lines_batch(path, parts, line_no, max_bytes, np, pc) -> pa.RecordBatch:
     return pa.RecordBatch.from_arrays([columns[f.name] for f in _ARROW_SCHEMA], schema=_ARROW_SCHEMA)
 
 
-def _read_json_file(path: str, max_bytes: int) -> Iterator[pa.RecordBatch]:
+def _read_json_file(path: str, file_index: int, max_bytes: int) -> Iterator[pa.RecordBatch]:
     with _open_binary(path) as raw_stream:
         stream = gzip.GzipFile(fileobj=raw_stream) if path.endswith(".gz") else raw_stream
-        yield from _json_line_batches(path, stream, 0, max_bytes)
+        yield from _json_line_batches(path, file_index, stream, 0, max_bytes)
 
 
 def read_files_arrow(batches: Iterator[pa.RecordBatch], fmt: str, max_bytes: int) -> Iterator[pa.RecordBatch]:
-    """mapInArrow body: input rows are paths of files that scan_file found readable; output rows are records.
+    """mapInArrow body: input rows are (file_index, path) of files that scan_file found readable; output rows
+    are records.
 
     A file that fails here although the scan read it (it changed in between) fails the task loudly:
     quietly keeping the part read so far would ingest half a file."""
     out = _Batcher()
     for batch in batches:
-        for path in batch.column(0).to_pylist():
+        for file_index, path in zip(batch.column(0).to_pylist(), batch.column(1).to_pylist()):
             if fmt == "json":
                 pending = out.flush()  # keep file order: earlier rows first
                 if pending is not None:
                     yield pending
-                yield from _read_json_file(path, max_bytes)
+                yield from _read_json_file(path, file_index, max_bytes)
                 continue
             for rec in _records(path, fmt, max_bytes):
-                if out.add(source_file=path, **rec):
+                if out.add(source_file=path, file_index=file_index, **rec):
                     yield out.flush()
     last = out.flush()
     if last is not None:
@@ -254,8 +259,9 @@ def scan_files(spark, files: list[str], fmt: str, max_bytes: int) -> list[tuple[
 
 
 def read_raw_records(spark, files: list[str], fmt: str, max_bytes: int):
-    """DataFrame of LINES_SCHEMA over the given files, one Spark task per file."""
-    paths = spark.sparkContext.parallelize([(f,) for f in files], numSlices=max(1, len(files)))
-    return spark.createDataFrame(paths, "path string").mapInArrow(
+    """DataFrame of LINES_SCHEMA over the given files, one Spark task per file; file_index is the
+    position of a record's file in `files`."""
+    paths = spark.sparkContext.parallelize(list(enumerate(files)), numSlices=max(1, len(files)))
+    return spark.createDataFrame(paths, "file_index int, path string").mapInArrow(
         lambda it: read_files_arrow(it, fmt, max_bytes), LINES_SCHEMA
     )

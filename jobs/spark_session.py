@@ -66,6 +66,10 @@ def build_spark(cfg: SparkConfig | None = None) -> SparkSession:
         .config("spark.pyspark.python", sys.executable)
         # No deletion vectors: the PyTorch side reads these tables with delta-rs, which cannot read them.
         .config("spark.databricks.delta.properties.defaults.enableDeletionVectors", "false")
+        # Our caches live for one job step: building them uncompressed measured 4-6 s faster per
+        # 2M-event day (ingest) than the default compressed columnar cache, at the cost of memory
+        # (MEMORY_AND_DISK spills when short).
+        .config("spark.sql.inMemoryColumnarStorage.compressed", "false")
     )
     for key, value in cfg.extra_conf.items():
         builder = builder.config(key, value)
