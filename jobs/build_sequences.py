@@ -61,6 +61,7 @@ class SequenceParams:
 @dataclass(frozen=True)
 class SequenceReport:
     logical_date: str
+    events_version: int  # the version of `events` the snapshot was built from
     events_read: int
     users: int
     items_indexed: int
@@ -147,6 +148,12 @@ def _delta_exists(spark: SparkSession, path: str) -> bool:
     return DeltaTable.isDeltaTable(spark, path)
 
 
+def _latest_version(spark: SparkSession, path: str) -> int:
+    from delta.tables import DeltaTable
+
+    return DeltaTable.forPath(spark, path).history(1).select("version").first()[0]
+
+
 def update_item_index(spark: SparkSession, new_items: DataFrame, path: str) -> int:
     """Append new items with MERGE on item_id, so a rerun or a concurrent duplicate inserts nothing twice."""
     from delta.tables import DeltaTable
@@ -174,7 +181,9 @@ def run(spark: SparkSession, params: SequenceParams) -> SequenceReport:
     index_path = table_path(params.warehouse, ITEM_INDEX_TABLE)
     if not _delta_exists(spark, events_path):
         raise JobInputError(f"events table not found at {events_path}: run ingest_events first")
-    events = select_events(spark.read.format("delta").load(events_path), params)
+    # One version of `events` throughout, even if an ingest commits meanwhile and a cached block is recomputed.
+    version = _latest_version(spark, events_path)
+    events = select_events(spark.read.format("delta").option("versionAsOf", version).load(events_path), params)
     events = apply_min_counts(events, min_user_events=1, min_item_events=params.min_item_events)
     events = events.persist()
     try:
@@ -208,6 +217,7 @@ def run(spark: SparkSession, params: SequenceParams) -> SequenceReport:
     indexed = item_index.count()
     return SequenceReport(
         logical_date=params.logical_date.isoformat(),
+        events_version=version,
         events_read=events_read,
         users=snapshot["users"],
         items_indexed=indexed,

@@ -155,7 +155,7 @@ def classify_records(
     )
     return (
         parsed.select(
-            "source_file", "file_index", "line_number", "raw", "reader_reason", "reader_detail",
+            "file_index", "line_number", "raw", "reader_reason", "reader_detail",
             is_json_object.alias("_is_json_object"),
             _blank_to_null(F.col(f"rec.{rc.RAW_EVENT_ID}")).alias("event_id"),
             _blank_to_null(F.col(f"rec.{rc.RAW_USER_ID}")).alias(USER_ID),
@@ -169,7 +169,7 @@ def classify_records(
         .withColumn("_bad_value", bad_value)
         .withColumn("_verdict", judged)
         .select(
-            "source_file", "file_index", "line_number", "raw", "event_id", USER_ID, ITEM_ID,
+            "file_index", "line_number", "raw", "event_id", USER_ID, ITEM_ID,
             F.col("_event_type").alias("event_type"),
             F.col("_event_ts").alias(EVENT_TS),
             "value",
@@ -207,8 +207,7 @@ def source_file_of(file_index: Column, files: list[str]) -> Column:
 def duplicate_keys(keyed: DataFrame) -> DataFrame:
     """Keys seen more than once among accepted records, with the position of the first copy.
 
-    One long for (file, line) keeps this a hash aggregation (a struct minimum falls back to sorting
-    every record by key)."""
+    One long for (file, line) keeps this a hash aggregation (a struct minimum sorts every record)."""
     return (
         keyed.filter(F.col("reason").isNull())
         .groupBy("event_id")
@@ -312,8 +311,7 @@ def run(spark: SparkSession, params: IngestParams) -> IngestReport:
         event_types=params.event_types,
         allowed_lateness_days=params.allowed_lateness_days,
     )
-    # source_file is rebuilt from file_index at the writes: the cache holds an int per record, not a path
-    keyed = with_dedup_key(classified).drop("source_file").persist(StorageLevel.MEMORY_AND_DISK)
+    keyed = with_dedup_key(classified).persist(StorageLevel.MEMORY_AND_DISK)
     dup_keys = duplicate_keys(keyed).persist(StorageLevel.MEMORY_AND_DISK)
     try:
         # broadcast the (usually few) duplicated keys so the records themselves are never shuffled
@@ -326,15 +324,11 @@ def run(spark: SparkSession, params: IngestParams) -> IngestReport:
                           table_properties=EVENTS_TABLE_PROPERTIES)
         replace_partition(quarantine, table_path(params.warehouse, EVENTS_QUARANTINE_TABLE), column="event_date", value=params.logical_date)
         counts = {r["reason"]: r["count"] for r in deduplicated.groupBy("reason").count().collect()}
+        accepted = deduplicated.filter(F.col("reason").isNull())
+        users, items = (accepted.select(col).distinct().count() for col in (USER_ID, ITEM_ID))
     finally:
         keyed.unpersist()
         dup_keys.unpersist()
-    written = (
-        spark.read.format("delta").load(table_path(params.warehouse, EVENTS_TABLE))
-        .filter(F.col("event_date") == F.lit(params.logical_date))
-        .agg(F.countDistinct(USER_ID).alias("users"), F.countDistinct(ITEM_ID).alias("items"))
-        .first()
-    )
     quarantined = dict(sorted((k, v) for k, v in counts.items() if k is not None))
     for status, reason in ((FILE_CORRUPT, rc.CORRUPT_FILE), (FILE_EMPTY, rc.EMPTY_FILE)):
         n_files = sum(1 for s, _ in bad_files.values() if s == status)
@@ -347,8 +341,8 @@ def run(spark: SparkSession, params: IngestParams) -> IngestReport:
         records_read=sum(counts.values()),
         accepted=counts.get(None, 0),
         quarantined=quarantined,
-        users=written["users"],
-        items=written["items"],
+        users=users,
+        items=items,
         seconds=round(time.monotonic() - started, 2),
     )
 

@@ -20,8 +20,9 @@ import pyarrow as pa
 from jobs import raw_contract as rc
 
 # file_status is null on record rows; set only on the per-file rows built from scan_file's verdicts.
-# file_index: the file's position in the sorted list that was read (a narrow stand-in for source_file
-# in cached rows, and with line_number the order that decides which duplicate copy comes first).
+# Record rows name their file by file_index, its position in the list of files read (an int per record
+# instead of a path: cheaper to move from the Python reader, and with line_number the order that decides
+# which duplicate copy comes first); source_file is set only on the per-file rows.
 # raw: the record's original text (cut to QUARANTINE_RAW_MAX_CHARS only when oversized);
 # record_json: the record as JSON when that differs from raw (CSV, Parquet), else null.
 LINES_SCHEMA = (
@@ -142,7 +143,7 @@ def _record(line_no: int, line: bytes, record_json: str | None, max_bytes: int) 
 _BLOCK_BYTES = 8 << 20
 
 
-def _json_line_batches(path: str, file_index: int, stream, first_line: int, max_bytes: int) -> Iterator[pa.RecordBatch]:
+def _json_line_batches(file_index: int, stream, first_line: int, max_bytes: int) -> Iterator[pa.RecordBatch]:
     """JSON lines of one (decompressed) stream as record batches, split in C (bytes.split, Arrow kernels):
     about 10x faster than a Python loop per line."""
     import numpy as np
@@ -157,13 +158,13 @@ def _json_line_batches(path: str, file_index: int, stream, first_line: int, max_
         parts = (carry + block).split(b"\n")
         carry = parts.pop()
         if parts:
-            yield _lines_batch(path, file_index, parts, line_no, max_bytes, np, pc)
+            yield _lines_batch(file_index, parts, line_no, max_bytes, np, pc)
             line_no += len(parts)
     if carry:
-        yield _lines_batch(path, file_index, [carry], line_no, max_bytes, np, pc)
+        yield _lines_batch(file_index, [carry], line_no, max_bytes, np, pc)
 
 
-def _lines_batch(path, file_index, parts, line_no, max_bytes, np, pc) -> pa.RecordBatch:
+def _lines_batch(file_index, parts, line_no, max_bytes, np, pc) -> pa.RecordBatch:
     n = len(parts)
     binary = pa.array(parts, pa.binary())
     try:
@@ -181,7 +182,7 @@ def _lines_batch(path, file_index, parts, line_no, max_bytes, np, pc) -> pa.Reco
     else:
         detail = reason = pa.nulls(n, pa.string())
     columns = {
-        "source_file": pa.array([path] * n, pa.string()),
+        "source_file": pa.nulls(n, pa.string()),
         "file_index": pa.array(np.full(n, file_index, dtype=np.int32)),
         "line_number": pa.array(np.arange(line_no + 1, line_no + n + 1, dtype=np.int64)),
         # JSON lines: the record is parsed from `raw` itself (record_json stays null) so the text is held
@@ -199,7 +200,7 @@ def _lines_batch(path, file_index, parts, line_no, max_bytes, np, pc) -> pa.Reco
 def _read_json_file(path: str, file_index: int, max_bytes: int) -> Iterator[pa.RecordBatch]:
     with _open_binary(path) as raw_stream:
         stream = gzip.GzipFile(fileobj=raw_stream) if path.endswith(".gz") else raw_stream
-        yield from _json_line_batches(path, file_index, stream, 0, max_bytes)
+        yield from _json_line_batches(file_index, stream, 0, max_bytes)
 
 
 def read_files_arrow(batches: Iterator[pa.RecordBatch], fmt: str, max_bytes: int) -> Iterator[pa.RecordBatch]:
@@ -218,7 +219,7 @@ def read_files_arrow(batches: Iterator[pa.RecordBatch], fmt: str, max_bytes: int
                 yield from _read_json_file(path, file_index, max_bytes)
                 continue
             for rec in _records(path, fmt, max_bytes):
-                if out.add(source_file=path, file_index=file_index, **rec):
+                if out.add(file_index=file_index, **rec):
                     yield out.flush()
     last = out.flush()
     if last is not None:
