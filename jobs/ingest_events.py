@@ -198,10 +198,10 @@ def _position(file_index: Column, line_number: Column) -> Column:
     return F.shiftleft(file_index.cast("long"), _LINE_BITS) + line_number
 
 
-def source_file_of(file_index: Column, files: list[str]) -> Column:
-    """The path of file number `file_index` of `files` (the list the records were read from)."""
-    return F.element_at(F.array(*[F.lit(f) for f in files]) if files else F.array().cast("array<string>"),
-                        file_index + 1)
+def _with_source_file(df: DataFrame, files: DataFrame) -> DataFrame:
+    """Adds source_file by file_index from `files` (file_index, source_file): a broadcast join, which stays
+    cheap for any number of files (an array literal of 20,000 paths took half a minute to plan)."""
+    return df.join(F.broadcast(files), "file_index", "left")
 
 
 def duplicate_keys(keyed: DataFrame) -> DataFrame:
@@ -217,18 +217,22 @@ def duplicate_keys(keyed: DataFrame) -> DataFrame:
     )
 
 
-def mark_duplicates_of(keyed: DataFrame, dup_keys: DataFrame, files: list[str], *, broadcast: bool = True) -> DataFrame:
+def mark_duplicates_of(keyed: DataFrame, dup_keys: DataFrame, files: DataFrame, *, broadcast: bool = True) -> DataFrame:
     """Mark every accepted copy but the first (in file, line order) as a duplicate; reruns keep the same copy.
-    Raw text is then kept only where it is needed: on rows that go to the quarantine."""
-    joined = keyed.join(F.broadcast(dup_keys) if broadcast else dup_keys, "event_id", "left")
+    Raw text is then kept only where it is needed: on rows that go to the quarantine.
+    `files`: (file_index, source_file) of the files the records were read from."""
+    first_files = files.select(F.col("file_index").alias("_first_file"), F.col("source_file").alias("_first_source"))
+    located = (
+        dup_keys.withColumn("_first_file", F.shiftright(F.col("_first"), _LINE_BITS).cast("int"))
+        .join(F.broadcast(first_files), "_first_file", "left")
+        .drop("_first_file")
+    )
+    joined = keyed.join(F.broadcast(located) if broadcast else located, "event_id", "left")
     is_dup = (
         F.col("reason").isNull() & F.col("_first").isNotNull()
         & (_position(F.col("file_index"), F.col("line_number")) != F.col("_first"))
     )
-    first_location = F.concat(
-        source_file_of(F.shiftright(F.col("_first"), _LINE_BITS).cast("int"), files), F.lit(":"),
-        F.col("_first").bitwiseAND((1 << _LINE_BITS) - 1).cast("string"),
-    )
+    first_location = F.concat(F.col("_first_source"), F.lit(":"), F.col("_first").bitwiseAND((1 << _LINE_BITS) - 1).cast("string"))
     return (
         joined.withColumn("_dup", is_dup)
         .withColumn("reason", F.when(F.col("_dup"), F.lit(rc.DUPLICATE)).otherwise(F.col("reason")))
@@ -236,31 +240,31 @@ def mark_duplicates_of(keyed: DataFrame, dup_keys: DataFrame, files: list[str], 
                                                              F.lit(" first seen at "), first_location))
                     .otherwise(F.col("detail")))
         .withColumn("raw", F.when(F.col("reason").isNotNull(), F.col("raw")))
-        .drop("_dup", "_first")
+        .drop("_dup", "_first", "_first_source")
     )
 
 
-def to_events(deduplicated: DataFrame, files: list[str], *, logical_date: dt.date, ingested_at: dt.datetime) -> DataFrame:
-    return deduplicated.filter(F.col("reason").isNull()).select(
+def to_events(deduplicated: DataFrame, files: DataFrame, *, logical_date: dt.date, ingested_at: dt.datetime) -> DataFrame:
+    return _with_source_file(deduplicated.filter(F.col("reason").isNull()), files).select(
         "event_id", USER_ID, ITEM_ID, "event_type", EVENT_TS,
-        F.lit(logical_date).alias("event_date"), "value", source_file_of(F.col("file_index"), files).alias("source_file"),
+        F.lit(logical_date).alias("event_date"), "value", "source_file",
         F.lit(ingested_at).cast("timestamp").alias("ingested_at"),
     )
 
 
-def to_quarantine(deduplicated: DataFrame, files: list[str], file_rows: DataFrame, *, logical_date: dt.date,
+def to_quarantine(deduplicated: DataFrame, files: DataFrame, file_rows: DataFrame, *, logical_date: dt.date,
                   ingested_at: dt.datetime) -> DataFrame:
     """Rejected records, plus one row per corrupt or empty file."""
-    rejected = deduplicated.filter(F.col("reason").isNotNull()).select(
-        source_file_of(F.col("file_index"), files).alias("source_file"), "line_number", "raw", "reason", "detail")
-    files = file_rows.select(
+    rejected = _with_source_file(deduplicated.filter(F.col("reason").isNotNull()), files).select(
+        "source_file", "line_number", "raw", "reason", "detail")
+    whole_files = file_rows.select(
         "source_file",
         F.lit(None).cast("long").alias("line_number"),
         F.lit(None).cast("string").alias("raw"),
         F.when(F.col("file_status") == FILE_CORRUPT, F.lit(rc.CORRUPT_FILE)).otherwise(F.lit(rc.EMPTY_FILE)).alias("reason"),
         F.col("reader_detail").alias("detail"),
     )
-    return rejected.unionByName(files).select(
+    return rejected.unionByName(whole_files).select(
         F.lit(logical_date).alias("event_date"), "source_file", "line_number",
         F.substring("raw", 1, rc.QUARANTINE_RAW_MAX_CHARS).alias("raw"), "reason", "detail",
         F.lit(ingested_at).cast("timestamp").alias("ingested_at"),
@@ -315,10 +319,11 @@ def run(spark: SparkSession, params: IngestParams) -> IngestReport:
     dup_keys = duplicate_keys(keyed).persist(StorageLevel.MEMORY_AND_DISK)
     try:
         # broadcast the (usually few) duplicated keys so the records themselves are never shuffled
-        deduplicated = mark_duplicates_of(keyed, dup_keys, readable,
+        read_files = spark.createDataFrame(list(enumerate(readable)), "file_index int, source_file string")
+        deduplicated = mark_duplicates_of(keyed, dup_keys, read_files,
                                           broadcast=dup_keys.count() <= _BROADCAST_DUPLICATE_KEYS)
-        events = to_events(deduplicated, readable, logical_date=params.logical_date, ingested_at=params.ingested_at)
-        quarantine = to_quarantine(deduplicated, readable, file_rows, logical_date=params.logical_date,
+        events = to_events(deduplicated, read_files, logical_date=params.logical_date, ingested_at=params.ingested_at)
+        quarantine = to_quarantine(deduplicated, read_files, file_rows, logical_date=params.logical_date,
                                    ingested_at=params.ingested_at)
         replace_partition(events, table_path(params.warehouse, EVENTS_TABLE), column="event_date", value=params.logical_date,
                           table_properties=EVENTS_TABLE_PROPERTIES)
