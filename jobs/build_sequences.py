@@ -35,7 +35,7 @@ from attnmodel.columns import (
 )
 from jobs import raw_contract as rc
 from jobs.common import JobInputError, add_location_args, parse_date, run_job
-from jobs.warehouse import table_path
+from jobs.warehouse import latest_version, table_path
 
 
 @dataclass(frozen=True)
@@ -148,12 +148,6 @@ def _delta_exists(spark: SparkSession, path: str) -> bool:
     return DeltaTable.isDeltaTable(spark, path)
 
 
-def _latest_version(spark: SparkSession, path: str) -> int:
-    from delta.tables import DeltaTable
-
-    return DeltaTable.forPath(spark, path).history(1).select("version").first()[0]
-
-
 def update_item_index(spark: SparkSession, new_items: DataFrame, path: str) -> int:
     """Append new items with MERGE on item_id, so a rerun or a concurrent duplicate inserts nothing twice."""
     from delta.tables import DeltaTable
@@ -182,7 +176,7 @@ def run(spark: SparkSession, params: SequenceParams) -> SequenceReport:
     if not _delta_exists(spark, events_path):
         raise JobInputError(f"events table not found at {events_path}: run ingest_events first")
     # One version of `events` throughout, even if an ingest commits meanwhile and a cached block is recomputed.
-    version = _latest_version(spark, events_path)
+    version = latest_version(spark, events_path)
     events = select_events(spark.read.format("delta").option("versionAsOf", version).load(events_path), params)
     events = apply_min_counts(events, min_user_events=1, min_item_events=params.min_item_events)
     events = events.persist()

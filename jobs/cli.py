@@ -55,15 +55,14 @@ def _has_raw_partitions(raw_root: str) -> bool:
 
 def _item_index_state(spark, warehouse: str) -> tuple[int, int]:
     """(largest item_idx, Delta version) of item_index: the model's item table must cover every indexed item."""
-    from delta.tables import DeltaTable
     from pyspark.sql import functions as F
 
-    from jobs.warehouse import table_path
+    from jobs.warehouse import latest_version, table_path
 
     path = table_path(warehouse, ITEM_INDEX_TABLE)
-    n_items = spark.read.format("delta").load(path).agg(F.max("item_idx")).first()[0] or 0
-    version = DeltaTable.forPath(spark, path).history(1).first()["version"]
-    return int(n_items), int(version)
+    version = latest_version(spark, path)
+    n_items = spark.read.format("delta").option("versionAsOf", version).load(path).agg(F.max("item_idx")).first()[0] or 0
+    return int(n_items), version
 
 
 def run_pipeline(args: argparse.Namespace) -> int:

@@ -14,7 +14,6 @@ date of event_ts: that is what makes a per-day replace exact when events arrive 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import datetime as dt
 import sys
 import time
@@ -31,8 +30,6 @@ from jobs.common import JobInputError, add_location_args, parse_date, run_job
 from jobs.raw_files import FILE_CORRUPT, FILE_EMPTY, LINES_SCHEMA, list_partition_files, read_raw_records, scan_files
 from jobs.warehouse import table_path
 
-EVENTS_COLUMNS = ("event_id", USER_ID, ITEM_ID, "event_type", EVENT_TS, "event_date", "value", "source_file", "ingested_at")
-QUARANTINE_COLUMNS = ("event_date", "source_file", "line_number", "raw", "reason", "detail", "ingested_at")
 INPUT_FORMATS = ("json", "csv", "parquet")
 
 # every raw field is read as a string (numbers keep their JSON text) and validated afterwards
@@ -300,13 +297,14 @@ def run(spark: SparkSession, params: IngestParams) -> IngestReport:
         if not params.allow_empty:
             raise JobInputError(f"raw partition not found: {source} (pass --allow-empty to record an empty day)")
         files = []
-    # Damaged and empty files are found by a cheap first pass, so the records are read once, uncached.
+    # Damaged and empty files are found by a cheap first pass, so a corrupt file is skipped whole and the
+    # records are read (and cached) once.
     statuses = scan_files(spark, files, params.input_format, params.max_record_bytes)
     bad_files = {path: (status, detail) for path, status, detail in statuses if status is not None}
     readable = [f for f in files if f not in bad_files]
     lines = read_raw_records(spark, readable, params.input_format, params.max_record_bytes) if readable else _empty_lines(spark)
     file_rows = spark.createDataFrame(
-        [(path, None, None, None, None, None, None, detail, status) for path, (status, detail) in sorted(bad_files.items())],
+        [(path, None, None, None, None, None, detail, status) for path, (status, detail) in sorted(bad_files.items())],
         LINES_SCHEMA,
     )
     classified = classify_records(

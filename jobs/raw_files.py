@@ -12,6 +12,7 @@ import csv
 import gzip
 import json
 import zlib
+from contextlib import contextmanager
 from typing import Iterator
 from urllib.parse import urlparse
 
@@ -26,7 +27,7 @@ from jobs import raw_contract as rc
 # raw: the record's original text (cut to QUARANTINE_RAW_MAX_CHARS only when oversized);
 # record_json: the record as JSON when that differs from raw (CSV, Parquet), else null.
 LINES_SCHEMA = (
-    "source_file string, file_index int, line_number long, raw string, raw_bytes long, record_json string, "
+    "source_file string, file_index int, line_number long, raw string, record_json string, "
     "reader_reason string, reader_detail string, file_status string"
 )
 FILE_CORRUPT = "corrupt"
@@ -38,7 +39,6 @@ _ARROW_SCHEMA = pa.schema(
         ("file_index", pa.int32()),
         ("line_number", pa.int64()),
         ("raw", pa.string()),
-        ("raw_bytes", pa.int64()),
         ("record_json", pa.string()),
         ("reader_reason", pa.string()),
         ("reader_detail", pa.string()),
@@ -74,6 +74,13 @@ def _open_binary(path: str):
     return fs.open_input_stream(inner)
 
 
+@contextmanager
+def _open_decompressed(path: str):
+    """The file's bytes, gunzipped when the name ends in .gz."""
+    with _open_binary(path) as raw_stream:
+        yield gzip.GzipFile(fileobj=raw_stream) if path.endswith(".gz") else raw_stream
+
+
 class _Batcher:
     def __init__(self):
         self.cols = {name: [] for name in _ARROW_SCHEMA.names}
@@ -100,8 +107,7 @@ def _text_lines(stream) -> Iterator[bytes]:
 
 def _records(path: str, fmt: str, max_bytes: int) -> Iterator[dict]:
     """Yield one dict per record of one file (without source_file)."""
-    with _open_binary(path) as raw_stream:
-        stream = gzip.GzipFile(fileobj=raw_stream) if path.endswith(".gz") else raw_stream
+    with _open_decompressed(path) as stream:
         if fmt == "parquet":
             import pyarrow.parquet as pq
 
@@ -121,8 +127,7 @@ def _records(path: str, fmt: str, max_bytes: int) -> Iterator[dict]:
                 text = line.decode("utf-8", errors="replace")
                 fields = next(csv.reader([text]), [])
                 if len(fields) != len(header):
-                    yield dict(line_number=line_no, raw=text[: rc.QUARANTINE_RAW_MAX_CHARS], raw_bytes=len(line),
-                               reader_reason=rc.INVALID_CSV,
+                    yield dict(line_number=line_no, raw=text[: rc.QUARANTINE_RAW_MAX_CHARS], reader_reason=rc.INVALID_CSV,
                                reader_detail=f"{len(fields)} fields, header has {len(header)}")
                     continue
                 yield _record(line_no, line, json.dumps(dict(zip(header, fields))), max_bytes)
@@ -133,10 +138,10 @@ def _records(path: str, fmt: str, max_bytes: int) -> Iterator[dict]:
 def _record(line_no: int, line: bytes, record_json: str | None, max_bytes: int) -> dict:
     if len(line) > max_bytes:
         return dict(line_number=line_no, raw=line[: rc.QUARANTINE_RAW_MAX_CHARS].decode("utf-8", errors="replace"),
-                    raw_bytes=len(line), reader_reason=rc.OVERSIZED_RECORD,
+                    reader_reason=rc.OVERSIZED_RECORD,
                     reader_detail=f"record is {len(line)} bytes, limit is {max_bytes}")
     text = line.decode("utf-8", errors="replace")
-    return dict(line_number=line_no, raw=text[: rc.QUARANTINE_RAW_MAX_CHARS], raw_bytes=len(line),
+    return dict(line_number=line_no, raw=text[: rc.QUARANTINE_RAW_MAX_CHARS],
                 record_json=text if record_json is None else record_json)
 
 
@@ -188,7 +193,6 @@ def _lines_batch(file_index, parts, line_no, max_bytes, np, pc) -> pa.RecordBatc
         # JSON lines: the record is parsed from `raw` itself (record_json stays null) so the text is held
         # once; only an oversized line is cut here (it is quarantined, never parsed).
         "raw": pc.if_else(oversized, pc.utf8_slice_codeunits(text, 0, rc.QUARANTINE_RAW_MAX_CHARS), text),
-        "raw_bytes": nbytes,
         "record_json": pa.nulls(n, pa.string()),
         "reader_reason": reason,
         "reader_detail": detail,
@@ -198,8 +202,7 @@ def _lines_batch(file_index, parts, line_no, max_bytes, np, pc) -> pa.RecordBatc
 
 
 def _read_json_file(path: str, file_index: int, max_bytes: int) -> Iterator[pa.RecordBatch]:
-    with _open_binary(path) as raw_stream:
-        stream = gzip.GzipFile(fileobj=raw_stream) if path.endswith(".gz") else raw_stream
+    with _open_decompressed(path) as stream:
         yield from _json_line_batches(file_index, stream, 0, max_bytes)
 
 
@@ -233,8 +236,7 @@ def scan_file(path: str, fmt: str, max_bytes: int) -> tuple[str, str | None, str
     n = 0
     try:
         if fmt == "json":
-            with _open_binary(path) as raw_stream:
-                stream = gzip.GzipFile(fileobj=raw_stream) if path.endswith(".gz") else raw_stream
+            with _open_decompressed(path) as stream:
                 last = b""
                 while block := stream.read(_BLOCK_BYTES):
                     n += block.count(b"\n")

@@ -189,9 +189,9 @@ def test_csv_and_parquet_inputs(spark, tmp_path):
 
 def test_classify_records_is_a_pure_transform(spark):
     lines = spark.createDataFrame(
-        [Row(source_file="f", file_index=0, line_number=1, raw=None, raw_bytes=10, record_json=event("e", ts="2026-01-05T10:00:00-05:00"),
+        [Row(source_file="f", file_index=0, line_number=1, raw=None, record_json=event("e", ts="2026-01-05T10:00:00-05:00"),
              reader_reason=None, reader_detail=None, file_status=None),
-         Row(source_file="f", file_index=0, line_number=2, raw=None, raw_bytes=10, record_json=event("e2", ts="1767607200.25"),
+         Row(source_file="f", file_index=0, line_number=2, raw=None, record_json=event("e2", ts="1767607200.25"),
              reader_reason=None, reader_detail=None, file_status=None)],
         LINES_SCHEMA,
     )
@@ -224,7 +224,7 @@ def test_classify_records_is_a_pure_transform(spark):
 )
 def test_classify_records_edge_cases(spark, text, reason):
     lines = spark.createDataFrame(
-        [Row(source_file="f", file_index=0, line_number=1, raw=text, raw_bytes=len(text), record_json=None,
+        [Row(source_file="f", file_index=0, line_number=1, raw=text, record_json=None,
              reader_reason=None, reader_detail=None, file_status=None)],
         LINES_SCHEMA,
     )
