@@ -31,8 +31,30 @@ def add_training_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--lr-schedule", choices=["constant", "cosine"], default="cosine")
     p.add_argument("--patience", type=int, default=60)
+    p.add_argument("--weight-decay", type=float, default=0.0)
+    p.add_argument("--warmup-epochs", type=float, default=0.0)
+    p.add_argument("--eval-every", type=int, default=1, help="epochs between validations")
     p.add_argument("--time-budget-min", type=float, default=None)
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def model_config_from_args(a: argparse.Namespace, n_items: int, content=None):
+    """The ModelConfig that add_training_args' options describe (content: an ItemContent or None)."""
+    from attnmodel.model import ModelConfig
+
+    return ModelConfig(n_items=n_items, max_len=a.max_len, d_model=a.d_model, n_blocks=a.blocks, n_heads=a.heads,
+                       dropout=a.dropout, loss=a.loss, n_negatives=a.negatives,
+                       **(content.config_kwargs() if content else {}))
+
+
+def train_config_from_args(a: argparse.Namespace, model, device: str):
+    """The TrainConfig that add_training_args' options describe, for `model` (a ModelConfig)."""
+    from attnmodel.train import TrainConfig
+
+    return TrainConfig(model=model, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, weight_decay=a.weight_decay,
+                       patience=a.patience, eval_every=a.eval_every, seed=a.seed, device=device,
+                       lr_schedule=a.lr_schedule, warmup_epochs=a.warmup_epochs,
+                       time_budget_s=a.time_budget_min * 60 if a.time_budget_min else None, progress=not a.quiet)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -69,8 +91,7 @@ def _run(a) -> int:
 
     from attnmodel.artifact import load_state, save_artifact
     from attnmodel.evaluate import evaluate_model
-    from attnmodel.model import ModelConfig
-    from attnmodel.train import TrainConfig, TrainingDiverged, train
+    from attnmodel.train import TrainingDiverged, train
 
     old_cfg, old_state = load_state(a.warm_start) if a.warm_start else (None, None)
     n_items = a.n_items
@@ -88,18 +109,14 @@ def _run(a) -> int:
         raise DataError("no user has 3 or more events: nothing to validate on")
     content = None
     if a.content:
-        from attnmodel.content import load_movielens_content
+        from attnmodel.content import load_movielens_content, mapping_beside
 
-        mapping = os.path.join(os.path.dirname(os.path.abspath(a.content)), "ml1m_sasrec_with_orig_ids_partial_ts.parquet")
-        content = load_movielens_content(a.content, mapping, seqs.n_items)
+        content = load_movielens_content(a.content, mapping_beside(a.content), seqs.n_items)
     if old_cfg is not None:  # the architecture comes from the earlier model; only the item table grows
         mcfg = replace(old_cfg, n_items=seqs.n_items, **(content.config_kwargs() if content else {}))
     else:
-        mcfg = ModelConfig(n_items=seqs.n_items, max_len=a.max_len, d_model=a.d_model, n_blocks=a.blocks, n_heads=a.heads,
-                           dropout=a.dropout, loss=a.loss, n_negatives=a.negatives, **(content.config_kwargs() if content else {}))
-    tcfg = TrainConfig(model=mcfg, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, patience=a.patience, seed=a.seed,
-                       device=a.device, lr_schedule=a.lr_schedule, progress=not a.quiet,
-                       time_budget_s=a.time_budget_min * 60 if a.time_budget_min else None)
+        mcfg = model_config_from_args(a, seqs.n_items, content)
+    tcfg = train_config_from_args(a, mcfg, a.device)
     ckpt = os.path.join(a.out, CHECKPOINTS)
     last = os.path.join(ckpt, "last.pt")
     if a.resume and os.path.exists(last):

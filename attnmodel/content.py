@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 
@@ -49,6 +50,14 @@ def build_content(item_tags: dict, item_titles: dict, n_items: int, min_token_co
             tok_lists[i] = list(dict.fromkeys(token_id[w] for w in ws if w in token_id))
     width = max((len(t) for t in tag_lists), default=1)
     return ItemContent(_pack(tag_lists, width), _pack(tok_lists, max_tokens), tag_vocab, token_vocab)
+
+
+# SASRec's ML-1M item ids -> MovieLens movie ids (see ../shared/data/README.md); read from beside movies.dat
+ML1M_MAPPING_FILE = "ml1m_sasrec_with_orig_ids_partial_ts.parquet"
+
+
+def mapping_beside(movies_path: str) -> str:
+    return os.path.join(os.path.dirname(os.path.abspath(movies_path)), ML1M_MAPPING_FILE)
 
 
 def load_movielens_content(movies_path: str, mapping_path: str, n_items: int) -> ItemContent:

@@ -120,7 +120,7 @@ def leave_one_out(seqs: Sequences) -> Split:
 
     Users with fewer than 3 items get no targets; their items all go to training.
     """
-    tr, vh, vt, th, tt, vu = [], [], [], [], [], []
+    tr, vh, vt, th, tt = [], [], [], [], []
     for s in seqs.items:
         if len(s) < 3:
             tr.append(s)

@@ -18,27 +18,24 @@ import time
 
 import torch
 
-from attnmodel.cli import add_training_args
+from attnmodel.cli import add_training_args, model_config_from_args, train_config_from_args
 from attnmodel.data import Sequences, leave_one_out, read_pairs
 from attnmodel.evaluate import evaluate_model, evaluate_popularity
-from attnmodel.model import ModelConfig
-from attnmodel.train import TrainConfig, resolve_device, train
-
-MAPPING = "ml1m_sasrec_with_orig_ids_partial_ts.parquet"
+from attnmodel.train import resolve_device, train
 
 
 def find_content(pairs: str, content: str, n_items: int):
     """`auto`: movies.dat + the sas_item -> orig_movie mapping beside the pairs file, when both are there."""
     if content == "none":
         return None
-    from attnmodel.content import load_movielens_content
+    from attnmodel.content import ML1M_MAPPING_FILE, load_movielens_content, mapping_beside
 
     movies = os.path.join(os.path.dirname(os.path.abspath(pairs)), "movies.dat") if content == "auto" else content
-    mapping = os.path.join(os.path.dirname(os.path.abspath(movies)), MAPPING)
+    mapping = mapping_beside(movies)
     if not (os.path.exists(movies) and os.path.exists(mapping)):
         if content == "auto":
             return None
-        raise SystemExit(f"bench.quality: no {movies} with {MAPPING} beside it")
+        raise SystemExit(f"bench.quality: no {movies} with {ML1M_MAPPING_FILE} beside it")
     return load_movielens_content(movies, mapping, n_items)
 
 
@@ -48,9 +45,6 @@ def parse(argv):
     add_training_args(p)
     p.add_argument("--model", choices=["sasrec", "popularity"], default="sasrec")
     p.add_argument("--content", default="auto", help="auto | none | path to movies.dat (ML-1M item content)")
-    p.add_argument("--weight-decay", type=float, default=0.0)
-    p.add_argument("--warmup-epochs", type=float, default=0.0)
-    p.add_argument("--eval-every", type=int, default=1)
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--out", default=None, help="also save the model artefact here")
     return p.parse_args(argv)
@@ -77,12 +71,8 @@ def main(argv=None) -> int:
         print(json.dumps(out))
         return 0
     content = find_content(a.pairs, a.content, seqs.n_items)
-    mcfg = ModelConfig(n_items=seqs.n_items, max_len=a.max_len, d_model=a.d_model, n_blocks=a.blocks, n_heads=a.heads,
-                       dropout=a.dropout, loss=a.loss, n_negatives=a.negatives, **(content.config_kwargs() if content else {}))
-    tcfg = TrainConfig(model=mcfg, epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, weight_decay=a.weight_decay,
-                       patience=a.patience, eval_every=a.eval_every, seed=a.seed, device=str(device),
-                       lr_schedule=a.lr_schedule, warmup_epochs=a.warmup_epochs,
-                       time_budget_s=a.time_budget_min * 60 if a.time_budget_min else None, progress=not a.quiet)
+    mcfg = model_config_from_args(a, seqs.n_items, content)
+    tcfg = train_config_from_args(a, mcfg, str(device))
     res = train(tcfg, split.train, split.valid, content=content)
     test = evaluate_model(res.model, split.test, device=device)
     out = {**base, **{k: v for k, v in test.items() if k != "n_users"},
