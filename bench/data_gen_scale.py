@@ -14,40 +14,13 @@ import os
 import shutil
 import sys
 import tempfile
-import threading
 import time
-
-import psutil
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from bench.memory import PeakRss  # noqa: E402
 from jobs.generate_events import GenerateParams, generate  # noqa: E402
 from jobs.spark_session import SparkConfig, build_spark  # noqa: E402
-
-
-class PeakRss(threading.Thread):
-    def __init__(self, interval: float = 0.5):
-        super().__init__(daemon=True)
-        self.interval, self.stop_flag = interval, threading.Event()
-        self.total = self.jvm = self.py_workers = 0
-
-    def run(self) -> None:
-        me = psutil.Process()
-        while not self.stop_flag.is_set():
-            total, jvm, workers = me.memory_info().rss, 0, 0
-            for p in me.children(recursive=True):
-                try:
-                    rss, name = p.memory_info().rss, p.name()
-                except psutil.Error:
-                    continue
-                total += rss
-                if "java" in name:
-                    jvm = max(jvm, rss)
-                elif "python" in name:
-                    workers += rss
-            self.total, self.jvm = max(self.total, total), max(self.jvm, jvm)
-            self.py_workers = max(self.py_workers, workers)
-            self.stop_flag.wait(self.interval)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,16 +36,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--keep", action="store_true", help="keep the output")
     a = ap.parse_args(argv)
     out = a.out or tempfile.mkdtemp(prefix="attnrec-gen-")
-    sampler = PeakRss()
-    sampler.start()
-    spark = build_spark(SparkConfig.from_env(master=a.master, driver_memory=a.driver_memory, app_name="bench-gen"))
-    params = GenerateParams(out=out, users=a.users or max(1, a.events // 100), items=a.items, days=a.days,
-                            events=a.events, seed=1, format=a.format)
-    t0 = time.monotonic()
-    report = generate(spark, params)
-    secs = time.monotonic() - t0
-    sampler.stop_flag.set()
-    sampler.join()
+    with PeakRss(interval=0.5) as sampler:
+        spark = build_spark(SparkConfig.from_env(master=a.master, driver_memory=a.driver_memory, app_name="bench-gen"))
+        params = GenerateParams(out=out, users=a.users or max(1, a.events // 100), items=a.items, days=a.days,
+                                events=a.events, seed=1, format=a.format)
+        t0 = time.monotonic()
+        report = generate(spark, params)
+        secs = time.monotonic() - t0
     size = sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(out) for f in fs)
     print(f"generate: {a.events} events ({report.lines_written} lines, {params.users} users, {a.items} items, "
           f"{a.days} days, {a.format}, {a.master}) in {secs:.1f} s = {a.events / secs:,.0f} events/s; "

@@ -15,51 +15,9 @@ import json
 import os
 import shutil
 import tempfile
-import threading
 import time
 
-
-def _tree_rss_bytes(root_pid: int) -> int:
-    """Sum of RSS over root_pid and all its descendants, from /proc (Linux)."""
-    children: dict[int, list[int]] = {}
-    rss: dict[int, int] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as fh:
-                fields = fh.read().rsplit(")", 1)[1].split()
-            ppid, pages = int(fields[1]), int(fields[21])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(entry))
-        rss[int(entry)] = pages * os.sysconf("SC_PAGE_SIZE")
-    total, stack = 0, [root_pid]
-    while stack:
-        pid = stack.pop()
-        total += rss.get(pid, 0)
-        stack.extend(children.get(pid, []))
-    return total
-
-
-class PeakMemory:
-    def __init__(self, interval: float = 0.2):
-        self.peak = 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, args=(interval,), daemon=True)
-
-    def _loop(self, interval):
-        while not self._stop.is_set():
-            self.peak = max(self.peak, _tree_rss_bytes(os.getpid()))
-            self._stop.wait(interval)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
+from bench.memory import PeakRss
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,7 +47,7 @@ def main(argv: list[str] | None = None) -> int:
     start = dt.date(2026, 1, 1)
     days = [start + dt.timedelta(days=i) for i in range(args.days)]
     result: dict = {"events": args.events, "users": users, "items": items, "days": args.days, "cores": os.cpu_count()}
-    with PeakMemory() as mem:
+    with PeakRss() as mem:
         spark = build_spark(SparkConfig.from_env(app_name="bench-data", driver_memory=args.driver_memory))
         if not args.skip_generate:
             shutil.rmtree(raw, ignore_errors=True)
@@ -122,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
         sequences_seconds=round(seq_seconds, 1),
         sequences_events_per_second=round(seq.events_read / seq_seconds),
         total_events_per_second=round(accepted / (ingest_seconds + seq_seconds)),
-        peak_rss_mb=round(mem.peak / 2**20),
+        peak_rss_mb=round(mem.total / 2**20),
     )
     print(json.dumps(result), flush=True)
     return 0
