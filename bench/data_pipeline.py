@@ -59,17 +59,21 @@ def main(argv: list[str] | None = None) -> int:
         shutil.rmtree(warehouse, ignore_errors=True)
         t = time.monotonic()
         accepted = 0
+        ingest_stages: dict[str, float] = {}
         for day in days:
             report = ingest(spark, IngestParams(logical_date=day, raw_root=raw, warehouse=warehouse,
                                                 ingested_at=dt.datetime(2026, 2, 1)))
             accepted += report.accepted
+            for stage, seconds in report.stage_seconds.items():
+                ingest_stages[stage] = round(ingest_stages.get(stage, 0.0) + seconds, 2)
             print(f"ingest {day}: accepted {report.accepted:,}, quarantined {sum(report.quarantined.values()):,} "
-                  f"in {report.seconds} s", flush=True)
+                  f"in {report.seconds} s {report.stage_seconds}", flush=True)
         ingest_seconds = time.monotonic() - t
         t = time.monotonic()
         seq = build_sequences(spark, SequenceParams(logical_date=days[-1], warehouse=warehouse))
         seq_seconds = time.monotonic() - t
-        print(f"sequences {days[-1]}: {seq.events_read:,} events, {seq.users:,} users in {seq_seconds:.1f} s", flush=True)
+        print(f"sequences {days[-1]}: {seq.events_read:,} events, {seq.users:,} users in {seq_seconds:.1f} s "
+              f"{seq.stage_seconds}", flush=True)
         spark.stop()
     if not args.workdir:
         shutil.rmtree(workdir, ignore_errors=True)
@@ -77,8 +81,10 @@ def main(argv: list[str] | None = None) -> int:
         accepted_events=accepted,
         ingest_seconds=round(ingest_seconds, 1),
         ingest_events_per_second=round(accepted / ingest_seconds),
+        ingest_stage_seconds=ingest_stages,
         sequences_seconds=round(seq_seconds, 1),
         sequences_events_per_second=round(seq.events_read / seq_seconds),
+        sequences_stage_seconds=seq.stage_seconds,
         total_events_per_second=round(accepted / (ingest_seconds + seq_seconds)),
         peak_rss_mb=round(mem.total / 2**20),
     )

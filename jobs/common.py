@@ -8,6 +8,7 @@ import datetime as dt
 import json
 import os
 import sys
+import time
 
 
 class JobInputError(Exception):
@@ -36,6 +37,19 @@ def add_location_args(parser: argparse.ArgumentParser, *, raw: bool = False) -> 
     parser.add_argument("--warehouse", default=default_warehouse(),
                         help="Delta warehouse root, local path or Hadoop URI (env ATTNREC_WAREHOUSE; default ./warehouse)")
     parser.add_argument("--master", default=None, help="Spark master (env ATTNREC_SPARK_MASTER; default local[*])")
+
+
+class StageClock:
+    """Wall seconds per named step of a job: `clock.lap("read")` closes the step that ran since the last lap."""
+
+    def __init__(self):
+        self._last = time.monotonic()
+        self.seconds: dict[str, float] = {}
+
+    def lap(self, name: str) -> None:
+        now = time.monotonic()
+        self.seconds[name] = round(self.seconds.get(name, 0.0) + now - self._last, 2)
+        self._last = now
 
 
 def print_report(step: str, report) -> None:

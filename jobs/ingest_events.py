@@ -26,8 +26,16 @@ from pyspark.sql import types as T
 
 from attnmodel.columns import EVENT_TS, EVENTS_QUARANTINE_TABLE, EVENTS_TABLE, ITEM_ID, USER_ID
 from jobs import raw_contract as rc
-from jobs.common import JobInputError, add_location_args, parse_date, run_job
-from jobs.raw_files import FILE_CORRUPT, FILE_EMPTY, LINES_SCHEMA, list_partition_files, read_raw_records, scan_files
+from jobs.common import JobInputError, StageClock, add_location_args, parse_date, run_job
+from jobs.raw_files import (
+    FILE_CORRUPT,
+    FILE_EMPTY,
+    LINES_SCHEMA,
+    list_partition_files,
+    plan_read_chunks,
+    read_raw_records,
+    scan_files,
+)
 from jobs.warehouse import table_path
 
 INPUT_FORMATS = ("json", "csv", "parquet")
@@ -70,6 +78,7 @@ class IngestReport:
     users: int
     items: int
     seconds: float
+    stage_seconds: dict  # wall seconds per step of the job, to see where a slow night went
 
 
 # ---------------------------------------------------------------- pure transforms
@@ -268,6 +277,29 @@ def to_quarantine(deduplicated: DataFrame, files: DataFrame, file_rows: DataFram
     )
 
 
+def summary_rows(deduplicated: DataFrame) -> DataFrame:
+    """(measure, reason, n) rows: records per reason (null = accepted), then distinct users and items among
+    the accepted. One query, so the three aggregations run as one Spark job over the cache (three separate
+    counts measured about 0.6 s slower per 2M-event day: 3.3 s against 2.7 s, best of 5)."""
+    accepted = deduplicated.filter(F.col("reason").isNull())
+    per_reason = deduplicated.groupBy("reason").agg(F.count(F.lit(1)).alias("n")).select(
+        F.lit("records").alias("measure"), "reason", "n")
+    distinct = [
+        accepted.select(col).distinct().agg(F.count(F.lit(1)).alias("n")).select(
+            F.lit(measure).alias("measure"), F.lit(None).cast("string").alias("reason"), "n")
+        for measure, col in (("users", USER_ID), ("items", ITEM_ID))
+    ]
+    return per_reason.unionByName(distinct[0]).unionByName(distinct[1])
+
+
+def summarize(deduplicated: DataFrame) -> tuple[dict, int, int]:
+    """({reason or None: records}, distinct accepted users, distinct accepted items)."""
+    rows = summary_rows(deduplicated).collect()
+    counts = {r["reason"]: r["n"] for r in rows if r["measure"] == "records"}
+    totals = {r["measure"]: r["n"] for r in rows if r["measure"] != "records"}
+    return counts, totals["users"], totals["items"]
+
+
 # ---------------------------------------------------------------- I/O
 
 def _empty_lines(spark: SparkSession) -> DataFrame:
@@ -291,6 +323,7 @@ def replace_partition(df: DataFrame, path: str, *, column: str, value: dt.date,
 
 def run(spark: SparkSession, params: IngestParams) -> IngestReport:
     started = time.monotonic()
+    stage = StageClock()
     source = rc.raw_partition_path(params.raw_root, params.logical_date)
     files = list_partition_files(spark, source)
     if files is None:
@@ -300,9 +333,15 @@ def run(spark: SparkSession, params: IngestParams) -> IngestReport:
     # Damaged and empty files are found by a cheap first pass, so a corrupt file is skipped whole and the
     # records are read (and cached) once.
     statuses = scan_files(spark, files, params.input_format, params.max_record_bytes)
-    bad_files = {path: (status, detail) for path, status, detail in statuses if status is not None}
+    stage.lap("scan_files")
+    bad_files = {path: (status, detail) for path, status, detail, _ in statuses if status is not None}
+    line_counts = {path: n for path, _, _, n in statuses}
     readable = [f for f in files if f not in bad_files]
-    lines = read_raw_records(spark, readable, params.input_format, params.max_record_bytes) if readable else _empty_lines(spark)
+    if params.input_format == "json":
+        chunks = plan_read_chunks([(f, line_counts[f]) for f in readable], spark.sparkContext.defaultParallelism)
+    else:
+        chunks = [(i, f, 0, None) for i, f in enumerate(readable)]
+    lines = read_raw_records(spark, chunks, params.input_format, params.max_record_bytes) if readable else _empty_lines(spark)
     file_rows = spark.createDataFrame(
         [(path, None, None, None, None, None, detail, status) for path, (status, detail) in sorted(bad_files.items())],
         LINES_SCHEMA,
@@ -316,19 +355,23 @@ def run(spark: SparkSession, params: IngestParams) -> IngestReport:
     keyed = with_dedup_key(classified).persist(StorageLevel.MEMORY_AND_DISK)
     dup_keys = duplicate_keys(keyed).persist(StorageLevel.MEMORY_AND_DISK)
     try:
+        keyed.count()
+        stage.lap("read_and_validate")
         # broadcast the (usually few) duplicated keys so the records themselves are never shuffled
         read_files = spark.createDataFrame(list(enumerate(readable)), "file_index int, source_file string")
         deduplicated = mark_duplicates_of(keyed, dup_keys, read_files,
                                           broadcast=dup_keys.count() <= _BROADCAST_DUPLICATE_KEYS)
+        stage.lap("find_duplicates")
         events = to_events(deduplicated, read_files, logical_date=params.logical_date, ingested_at=params.ingested_at)
         quarantine = to_quarantine(deduplicated, read_files, file_rows, logical_date=params.logical_date,
                                    ingested_at=params.ingested_at)
         replace_partition(events, table_path(params.warehouse, EVENTS_TABLE), column="event_date", value=params.logical_date,
                           table_properties=EVENTS_TABLE_PROPERTIES)
+        stage.lap("write_events")
         replace_partition(quarantine, table_path(params.warehouse, EVENTS_QUARANTINE_TABLE), column="event_date", value=params.logical_date)
-        counts = {r["reason"]: r["count"] for r in deduplicated.groupBy("reason").count().collect()}
-        accepted = deduplicated.filter(F.col("reason").isNull())
-        users, items = (accepted.select(col).distinct().count() for col in (USER_ID, ITEM_ID))
+        stage.lap("write_quarantine")
+        counts, users, items = summarize(deduplicated)
+        stage.lap("count")
     finally:
         keyed.unpersist()
         dup_keys.unpersist()
@@ -347,6 +390,7 @@ def run(spark: SparkSession, params: IngestParams) -> IngestReport:
         users=users,
         items=items,
         seconds=round(time.monotonic() - started, 2),
+        stage_seconds=stage.seconds,
     )
 
 
