@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import functools
 import sys
 import time
 from dataclasses import dataclass
@@ -284,12 +285,12 @@ def summary_rows(deduplicated: DataFrame) -> DataFrame:
     accepted = deduplicated.filter(F.col("reason").isNull())
     per_reason = deduplicated.groupBy("reason").agg(F.count(F.lit(1)).alias("n")).select(
         F.lit("records").alias("measure"), "reason", "n")
-    distinct = [
+    distinct = (
         accepted.select(col).distinct().agg(F.count(F.lit(1)).alias("n")).select(
             F.lit(measure).alias("measure"), F.lit(None).cast("string").alias("reason"), "n")
         for measure, col in (("users", USER_ID), ("items", ITEM_ID))
-    ]
-    return per_reason.unionByName(distinct[0]).unionByName(distinct[1])
+    )
+    return functools.reduce(DataFrame.unionByName, distinct, per_reason)
 
 
 def summarize(deduplicated: DataFrame) -> tuple[dict, int, int]:
@@ -337,10 +338,8 @@ def run(spark: SparkSession, params: IngestParams) -> IngestReport:
     bad_files = {path: (status, detail) for path, status, detail, _ in statuses if status is not None}
     line_counts = {path: n for path, _, _, n in statuses}
     readable = [f for f in files if f not in bad_files]
-    if params.input_format == "json":
-        chunks = plan_read_chunks([(f, line_counts[f]) for f in readable], spark.sparkContext.defaultParallelism)
-    else:
-        chunks = [(i, f, 0, None) for i, f in enumerate(readable)]
+    chunks = plan_read_chunks([(f, line_counts[f]) for f in readable], spark.sparkContext.defaultParallelism,
+                              fmt=params.input_format)
     lines = read_raw_records(spark, chunks, params.input_format, params.max_record_bytes) if readable else _empty_lines(spark)
     file_rows = spark.createDataFrame(
         [(path, None, None, None, None, None, detail, status) for path, (status, detail) in sorted(bad_files.items())],

@@ -1,7 +1,7 @@
 """Reading raw log files with provenance: every record keeps its file and line number.
 
-Files are read by Python tasks on the executors (one task per file), not by Spark's text
-source, because we need (a) line numbers for the quarantine, (b) to drop a corrupt gzip file
+Files are read by Python tasks on the executors (one task per file, or per line range of a large
+JSON-lines file: see plan_read_chunks), not by Spark's text source, because we need (a) line numbers for the quarantine, (b) to drop a corrupt gzip file
 as a whole instead of ingesting the part before the damage, and (c) to count empty files.
 Parsing of the JSON itself stays in Spark (from_json), which is much faster than Python.
 """
@@ -176,7 +176,8 @@ def _json_line_batches(file_index: int, stream, first_line: int, max_bytes: int,
     if carry:
         yield _lines_batch(file_index, [carry], line_no, max_bytes, np, pc)
         line_no += 1
-    if remaining is not None and line_no - first_line < max_lines:
+        remaining = None if remaining is None else remaining - 1
+    if remaining:  # the file ended before the chunk did
         raise EOFError(f"{line_no} lines, the scan counted at least {first_line + max_lines}: the file changed")
 
 
@@ -297,16 +298,19 @@ READ_CHUNKS_SCHEMA = "file_index int, path string, first_line long, max_lines lo
 MIN_CHUNK_LINES = 100_000  # below this a chunk's extra decompression outweighs the better balance
 
 
-def plan_read_chunks(files: list[tuple[str, int]], parallelism: int, *,
+def plan_read_chunks(files: list[tuple[str, int]], parallelism: int, *, fmt: str = "json",
                      min_chunk_lines: int | None = None) -> list[tuple[int, str, int, int | None]]:
     """Cut JSON-lines files into (file_index, path, first_line, max_lines) chunks, one read task each, so
-    that the tasks come in near-equal sizes and fill every core in every wave.
+    that the tasks come in near-equal sizes and fill every core in every wave. Files of other formats
+    come whole, one chunk each (a CSV header or a Parquet footer belongs to the whole file).
 
     A gzip file cannot be split, so a task reading one file alone keeps one core busy while the others
     wait: 5 equal files on 2 cores take 3 waves where 2.5 would do, and every later pass over the records
     inherits those partitions. Each chunk decompresses its file from the start up to its own end (about
     1.5x the decompression for a file cut in two), which is small next to parsing. `files`: (path, lines),
     file_index is the position in this list; max_lines None means "to the end of the file"."""
+    if fmt != "json":
+        return [(file_index, path, 0, None) for file_index, (path, _) in enumerate(files)]
     min_chunk_lines = MIN_CHUNK_LINES if min_chunk_lines is None else min_chunk_lines
     total = sum(lines for _, lines in files)
     waves = max(1, -(-len(files) // max(1, parallelism)))

@@ -61,6 +61,8 @@ def test_plan_read_chunks_balances_tasks_and_leaves_small_files_whole():
         assert parts == [(0, 200_000), (200_000, None)]
 
     assert plan_read_chunks([("a", 150_000), ("b", 10)], parallelism=2) == [(0, "a", 0, None), (1, "b", 0, None)]
+    # CSV and Parquet files are never cut: a header or a footer belongs to the whole file
+    assert plan_read_chunks([("big.csv", 900_000)], parallelism=2, fmt="csv") == [(0, "big.csv", 0, None)]
     hourly = plan_read_chunks([(f"h{i}", 80_000) for i in range(24)], parallelism=2)
     assert [c[2:] for c in hourly] == [(0, None)] * 24
 
