@@ -116,6 +116,22 @@ def test_report_counts_match_tables(ingested):
     assert report.quarantined == expected
     assert sum(report.quarantined.values()) == ingested["quarantine"].count()
     assert report.records_read == len(GOOD) + len(BAD) + 1  # every record is either accepted or quarantined
+    events = ingested["events"]
+    assert (report.users, report.items) == (4, 4)  # u1, u2, 7, u3 and i1, i2, 42, i3
+    assert report.users == events.select("user_id").distinct().count()
+    assert report.items == events.select("item_id").distinct().count()
+
+
+def test_report_counts_users_and_items_of_kept_copies_only(spark, tmp_path):
+    """A redelivered event_id with other content is a duplicate: its user and item are not among the accepted."""
+    raw, warehouse = str(tmp_path / "raw"), str(tmp_path / "wh")
+    write_partition(raw, DAY, {"a.json": "\n".join([
+        event("e1", "u1", "i1"), event("e2", "u2", "i2"), event("e1", "u9", "i9"), event("e3", "u1", "i2", value="x"),
+    ]) + "\n"})
+    report = run(spark, IngestParams(logical_date=DAY, raw_root=raw, warehouse=warehouse, ingested_at=INGESTED_AT))
+    assert (report.records_read, report.accepted) == (4, 2)
+    assert report.quarantined == {rc.DUPLICATE: 1, rc.BAD_VALUE: 1}
+    assert (report.users, report.items) == (2, 2)
 
 
 def test_rerun_same_date_leaves_identical_tables(ingested, spark):
