@@ -1,6 +1,6 @@
 """Floors of the ingest job: what its unavoidable pieces cost alone, on one day of raw logs.
 
-    python -m bench.data_floors --workdir DIR [--date 2026-01-02] [--rounds 3]
+    python -m bench.data_floors --workdir DIR [--date YYYY-MM-DD] [--rounds 3]
 
 Reads what `python -m bench.data_pipeline --workdir DIR` left there (raw logs under DIR/raw, the
 `events` table under DIR/warehouse) and times, on one day, each piece that any ingest built on Spark
@@ -28,6 +28,8 @@ import os
 import shutil
 import time
 
+from bench.data_pipeline import START_DATE
+
 
 def _best_seconds(action, rounds: int) -> float:
     best = float("inf")
@@ -41,7 +43,8 @@ def _best_seconds(action, rounds: int) -> float:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.data_floors", description=__doc__.splitlines()[0])
     ap.add_argument("--workdir", required=True, help="a --workdir of bench.data_pipeline (raw/ and warehouse/)")
-    ap.add_argument("--date", type=dt.date.fromisoformat, default=dt.date(2026, 1, 2))
+    ap.add_argument("--date", type=dt.date.fromisoformat, default=START_DATE + dt.timedelta(days=1),
+                    help="the day to measure (default: the second day bench.data_pipeline generates, a full one)")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--driver-memory", default="6g")
     args = ap.parse_args(argv)

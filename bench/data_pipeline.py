@@ -19,6 +19,8 @@ import time
 
 from bench.memory import PeakRss
 
+START_DATE = dt.date(2026, 1, 1)  # the first day of the generated logs (bench.data_floors reads its second)
+
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.data_pipeline", description=__doc__.splitlines()[0])
@@ -44,8 +46,7 @@ def main(argv: list[str] | None = None) -> int:
 
     workdir = args.workdir or tempfile.mkdtemp(prefix="attnrec-bench-")
     raw, warehouse = os.path.join(workdir, "raw"), os.path.join(workdir, "warehouse")
-    start = dt.date(2026, 1, 1)
-    days = [start + dt.timedelta(days=i) for i in range(args.days)]
+    days = [START_DATE + dt.timedelta(days=i) for i in range(args.days)]
     result: dict = {"events": args.events, "users": users, "items": items, "days": args.days, "cores": os.cpu_count()}
     with PeakRss() as mem:
         spark = build_spark(SparkConfig.from_env(app_name="bench-data", driver_memory=args.driver_memory))
@@ -53,7 +54,7 @@ def main(argv: list[str] | None = None) -> int:
             shutil.rmtree(raw, ignore_errors=True)
             t = time.monotonic()
             generate(spark, GenerateParams(out=raw, users=users, items=items, days=args.days, events=args.events,
-                                           seed=args.seed, start_date=start, format=args.format))
+                                           seed=args.seed, start_date=START_DATE, format=args.format))
             result["generate_seconds"] = round(time.monotonic() - t, 1)
             print(f"generate: {args.events:,} events in {result['generate_seconds']} s", flush=True)
         shutil.rmtree(warehouse, ignore_errors=True)

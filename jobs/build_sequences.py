@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import sys
-import time
 from dataclasses import dataclass
 
 from pyspark.sql import DataFrame, SparkSession, Window
@@ -175,7 +174,6 @@ def update_item_index(spark: SparkSession, new_items: DataFrame, path: str) -> i
 
 
 def run(spark: SparkSession, params: SequenceParams) -> SequenceReport:
-    started = time.monotonic()
     stage = StageClock()
     events_path = table_path(params.warehouse, EVENTS_TABLE)
     index_path = table_path(params.warehouse, ITEM_INDEX_TABLE)
@@ -230,7 +228,7 @@ def run(spark: SparkSession, params: SequenceParams) -> SequenceReport:
         items_indexed=indexed,
         new_items=new_items,
         mean_length=round(float(snapshot["mean_length"] or 0.0), 2),
-        seconds=round(time.monotonic() - started, 2),
+        seconds=stage.total(),
         stage_seconds=stage.seconds,
     )
 

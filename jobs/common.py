@@ -40,11 +40,15 @@ def add_location_args(parser: argparse.ArgumentParser, *, raw: bool = False) -> 
 
 
 class StageClock:
-    """Wall seconds per named step of a job: `clock.lap("read")` closes the step that ran since the last lap."""
+    """Wall seconds per named step of a job: `clock.lap("read")` closes the step that ran since the last lap;
+    `clock.total()` is the whole job so far."""
 
     def __init__(self):
-        self._last = time.monotonic()
+        self._started = self._last = time.monotonic()
         self.seconds: dict[str, float] = {}
+
+    def total(self) -> float:
+        return round(time.monotonic() - self._started, 2)
 
     def lap(self, name: str) -> None:
         now = time.monotonic()

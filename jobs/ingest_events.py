@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import sys
-import time
 from dataclasses import dataclass
 
 from pyspark import StorageLevel
@@ -44,7 +43,6 @@ _RAW_RECORD_SCHEMA = T.StructType([T.StructField(name, T.StringType()) for name 
 _EPOCH_NUMBER = r"^-?\d+(\.\d+)?([eE][+-]?\d+)?$"
 _MAX_EPOCH_SECONDS = 253402300799  # 9999-12-31
 _BROADCAST_DUPLICATE_KEYS = 2_000_000  # above this, join duplicate keys with a shuffle instead
-_FILE_REASONS = (rc.CORRUPT_FILE, rc.EMPTY_FILE)  # quarantine rows that stand for a whole file, not a record
 _EPOCH_MILLIS_FROM = 1e11  # 1e11 seconds is the year 5138: anything larger is milliseconds
 
 
@@ -309,7 +307,6 @@ def replace_partition(df: DataFrame, path: str, *, column: str, value: dt.date,
 
 
 def run(spark: SparkSession, params: IngestParams) -> IngestReport:
-    started = time.monotonic()
     stage = StageClock()
     source = rc.raw_partition_path(params.raw_root, params.logical_date)
     files = list_partition_files(spark, source)
@@ -367,7 +364,7 @@ def run(spark: SparkSession, params: IngestParams) -> IngestReport:
         if quarantine is not None:
             quarantine.unpersist()
     quarantined = dict(sorted(quarantined.items()))
-    rejected_records = sum(n for reason, n in quarantined.items() if reason not in _FILE_REASONS)
+    rejected_records = sum(n for reason, n in quarantined.items() if reason not in rc.FILE_REASONS)
     return IngestReport(
         logical_date=params.logical_date.isoformat(),
         source=source,
@@ -377,7 +374,7 @@ def run(spark: SparkSession, params: IngestParams) -> IngestReport:
         quarantined=quarantined,
         users=totals["users"],
         items=totals["items"],
-        seconds=round(time.monotonic() - started, 2),
+        seconds=stage.total(),
         stage_seconds=stage.seconds,
     )
 

@@ -39,6 +39,7 @@ OVERSIZED_RECORD = "oversized_record"  # record longer than max_record_bytes
 CORRUPT_FILE = "corrupt_file"  # whole file unreadable (e.g. truncated gzip); one row, line_number null
 EMPTY_FILE = "empty_file"  # informational: file had no records (counted, not an error)
 DUPLICATE = "duplicate"  # same dedup key seen before in this partition; first copy kept
+FILE_REASONS = (CORRUPT_FILE, EMPTY_FILE)  # codes whose quarantine row stands for a whole file, not a record
 REASON_CODES = (
     INVALID_JSON,
     INVALID_CSV,
