@@ -76,8 +76,8 @@ def main(argv: list[str] | None = None) -> int:
     seconds["read_raw"] = _best_seconds(lambda: raw_lines().agg(F.sum(F.length("raw"))).collect(), args.rounds)
     lines = raw_lines().persist(StorageLevel.MEMORY_AND_DISK)
     records = lines.count()
-    parsed = lines.select(F.from_json("raw", ingest._RAW_RECORD_SCHEMA).alias("r"))
-    every_field = [F.sum(F.length(F.col(f"r.{name}"))) for name in ingest._RAW_RECORD_SCHEMA.fieldNames()]
+    parsed = lines.select(F.from_json("raw", ingest.RAW_RECORD_SCHEMA).alias("r"))
+    every_field = [F.sum(F.length(F.col(f"r.{name}"))) for name in ingest.RAW_RECORD_SCHEMA.fieldNames()]
     seconds["from_json"] = _best_seconds(lambda: parsed.agg(*every_field).collect(), args.rounds)
     classified = ingest.with_dedup_key(ingest.classify_records(
         lines, logical_date=args.date, event_types=rc.EVENT_TYPES, allowed_lateness_days=2))

@@ -39,7 +39,7 @@ from jobs.warehouse import table_path
 INPUT_FORMATS = ("json", "csv", "parquet")
 
 # every raw field is read as a string (numbers keep their JSON text) and validated afterwards
-_RAW_RECORD_SCHEMA = T.StructType([T.StructField(name, T.StringType()) for name in rc.RAW_FIELDS])
+RAW_RECORD_SCHEMA = T.StructType([T.StructField(name, T.StringType()) for name in rc.RAW_FIELDS])
 _EPOCH_NUMBER = r"^-?\d+(\.\d+)?([eE][+-]?\d+)?$"
 _MAX_EPOCH_SECONDS = 253402300799  # 9999-12-31
 _BROADCAST_DUPLICATE_KEYS = 2_000_000  # above this, join duplicate keys with a shuffle instead
@@ -108,8 +108,8 @@ def classify_records(
     Duplicates are not marked here (see duplicate_keys and mark_duplicates_of).
     """
     json_text = F.coalesce(F.col("record_json"), F.col("raw"))
-    fields = _RAW_RECORD_SCHEMA.fieldNames()
-    parsed = records.withColumn("rec", F.from_json(json_text, _RAW_RECORD_SCHEMA))
+    fields = RAW_RECORD_SCHEMA.fieldNames()
+    parsed = records.withColumn("rec", F.from_json(json_text, RAW_RECORD_SCHEMA))
     text = F.trim(json_text)
     any_field = F.greatest(*[F.col(f"rec.{f}").isNotNull() for f in fields])
     # Malformed JSON parses to all-null fields; an object with none of our fields is valid JSON (then

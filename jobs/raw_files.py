@@ -18,6 +18,7 @@ from typing import Iterator
 from urllib.parse import urlparse
 
 import pyarrow as pa
+from pyspark.sql.pandas.types import from_arrow_schema
 
 from jobs import raw_contract as rc
 
@@ -27,14 +28,7 @@ from jobs import raw_contract as rc
 # which duplicate copy comes first); source_file is set only on the per-file rows.
 # raw: the record's original text (cut to QUARANTINE_RAW_MAX_CHARS only when oversized);
 # record_json: the record as JSON when that differs from raw (CSV, Parquet), else null.
-LINES_SCHEMA = (
-    "source_file string, file_index int, line_number long, raw string, record_json string, "
-    "reader_reason string, reader_detail string, file_status string"
-)
-FILE_CORRUPT = "corrupt"
-FILE_EMPTY = "empty"
-_BATCH_ROWS = 32_768
-_ARROW_SCHEMA = pa.schema(
+LINES_ARROW_SCHEMA = pa.schema(
     [
         ("source_file", pa.string()),
         ("file_index", pa.int32()),
@@ -46,6 +40,10 @@ _ARROW_SCHEMA = pa.schema(
         ("file_status", pa.string()),
     ]
 )
+LINES_SCHEMA = from_arrow_schema(LINES_ARROW_SCHEMA)  # the same rows as Spark sees them
+FILE_CORRUPT = "corrupt"
+FILE_EMPTY = "empty"
+_BATCH_ROWS = 32_768
 
 
 def list_partition_files(spark, partition_path: str) -> list[str] | None:
@@ -84,7 +82,7 @@ def _open_decompressed(path: str):
 
 class _Batcher:
     def __init__(self):
-        self.cols = {name: [] for name in _ARROW_SCHEMA.names}
+        self.cols = {name: [] for name in LINES_ARROW_SCHEMA.names}
 
     def add(self, **row):
         for name, values in self.cols.items():
@@ -95,9 +93,9 @@ class _Batcher:
         if not self.cols["source_file"]:
             return None
         batch = pa.RecordBatch.from_arrays(
-            [pa.array(self.cols[f.name], type=f.type) for f in _ARROW_SCHEMA], schema=_ARROW_SCHEMA
+            [pa.array(self.cols[f.name], type=f.type) for f in LINES_ARROW_SCHEMA], schema=LINES_ARROW_SCHEMA
         )
-        self.cols = {name: [] for name in _ARROW_SCHEMA.names}
+        self.cols = {name: [] for name in LINES_ARROW_SCHEMA.names}
         return batch
 
 
@@ -227,7 +225,7 @@ def _lines_batch(file_index, parts, line_no, max_bytes, np, pc) -> pa.RecordBatc
         "reader_detail": detail,
         "file_status": pa.nulls(n, pa.string()),
     }
-    return pa.RecordBatch.from_arrays([columns[f.name] for f in _ARROW_SCHEMA], schema=_ARROW_SCHEMA)
+    return pa.RecordBatch.from_arrays([columns[f.name] for f in LINES_ARROW_SCHEMA], schema=LINES_ARROW_SCHEMA)
 
 
 def _read_json_chunk(path: str, file_index: int, first_line: int, max_lines: int | None,
@@ -294,7 +292,10 @@ def scan_files(spark, files: list[str], fmt: str, max_bytes: int) -> list[tuple[
     )
 
 
-READ_CHUNKS_SCHEMA = "file_index int, path string, first_line long, max_lines long"
+READ_CHUNKS_ARROW_SCHEMA = pa.schema(
+    [("file_index", pa.int32()), ("path", pa.string()), ("first_line", pa.int64()), ("max_lines", pa.int64())]
+)
+READ_CHUNKS_SCHEMA = from_arrow_schema(READ_CHUNKS_ARROW_SCHEMA)
 MIN_CHUNK_LINES = 100_000  # below this a chunk's extra decompression outweighs the better balance
 
 

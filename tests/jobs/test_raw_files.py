@@ -18,8 +18,7 @@ def _read(chunks, max_bytes=8192):
     """(file_index, line_number, raw) of every record the mapInArrow body yields for these chunks."""
     batch = pa.RecordBatch.from_pylist(
         [dict(file_index=i, path=p, first_line=f, max_lines=m) for i, p, f, m in chunks],
-        schema=pa.schema([("file_index", pa.int32()), ("path", pa.string()), ("first_line", pa.int64()),
-                          ("max_lines", pa.int64())]),
+        schema=raw_files.READ_CHUNKS_ARROW_SCHEMA,
     )
     rows = []
     for out in read_files_arrow(iter([batch]), "json", max_bytes):
