@@ -47,7 +47,8 @@ def main(argv: list[str] | None = None) -> int:
     workdir = args.workdir or tempfile.mkdtemp(prefix="attnrec-bench-")
     raw, warehouse = os.path.join(workdir, "raw"), os.path.join(workdir, "warehouse")
     days = [START_DATE + dt.timedelta(days=i) for i in range(args.days)]
-    result: dict = {"events": args.events, "users": users, "items": items, "days": args.days, "cores": os.cpu_count()}
+    cores = len(os.sched_getaffinity(0))  # the CPUs this process may run on (a taskset limit counts)
+    result: dict = {"events": args.events, "users": users, "items": items, "days": args.days, "cores": cores}
     with PeakRss() as mem:
         spark = build_spark(SparkConfig.from_env(app_name="bench-data", driver_memory=args.driver_memory))
         if not args.skip_generate:
