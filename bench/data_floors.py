@@ -55,7 +55,7 @@ def main(argv: list[str] | None = None) -> int:
     from attnmodel.columns import EVENTS_TABLE
     from jobs import raw_contract as rc
     from jobs import ingest_events as ingest
-    from jobs.raw_files import list_partition_files, plan_read_chunks, read_raw_records, scan_files
+    from jobs.raw_files import list_partition_files, read_raw_records, scan_files
     from jobs.spark_session import SparkConfig, build_spark
     from jobs.warehouse import table_path
 
@@ -67,11 +67,10 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"no raw files for {args.date} under {raw_root}: run bench.data_pipeline with --workdir first")
     readable = [(path, n) for path, status, _, n in scan_files(spark, files, "json", rc.DEFAULT_MAX_RECORD_BYTES)
                 if status is None]
-    chunks = plan_read_chunks(readable, spark.sparkContext.defaultParallelism)
     seconds: dict[str, float] = {}
 
     def raw_lines():
-        return read_raw_records(spark, chunks, "json", rc.DEFAULT_MAX_RECORD_BYTES)
+        return read_raw_records(spark, readable, "json", rc.DEFAULT_MAX_RECORD_BYTES)
 
     seconds["read_raw"] = _best_seconds(lambda: raw_lines().agg(F.sum(F.length("raw"))).collect(), args.rounds)
     lines = raw_lines().persist(StorageLevel.MEMORY_AND_DISK)

@@ -30,7 +30,6 @@ from jobs.raw_files import (
     FILE_CORRUPT,
     LINES_SCHEMA,
     list_partition_files,
-    plan_read_chunks,
     read_raw_records,
     scan_files,
 )
@@ -287,10 +286,6 @@ def distinct_users_and_items(events: DataFrame) -> DataFrame:
 
 # ---------------------------------------------------------------- I/O
 
-def _empty_lines(spark: SparkSession) -> DataFrame:
-    return spark.createDataFrame([], LINES_SCHEMA)
-
-
 # Readers select events by event_date (the partition column); min/max statistics on every other
 # column cost 3-4 s per 2M-event day to collect and would skip nothing, so only event_ts gets them.
 EVENTS_TABLE_PROPERTIES = {"delta.dataSkippingStatsColumns": EVENT_TS}
@@ -319,11 +314,8 @@ def run(spark: SparkSession, params: IngestParams) -> IngestReport:
     statuses = scan_files(spark, files, params.input_format, params.max_record_bytes)
     stage.lap("scan_files")
     bad_files = {path: (status, detail) for path, status, detail, _ in statuses if status is not None}
-    line_counts = {path: n for path, _, _, n in statuses}
-    readable = [f for f in files if f not in bad_files]
-    chunks = plan_read_chunks([(f, line_counts[f]) for f in readable], spark.sparkContext.defaultParallelism,
-                              fmt=params.input_format)
-    lines = read_raw_records(spark, chunks, params.input_format, params.max_record_bytes) if readable else _empty_lines(spark)
+    readable = [(path, n_lines) for path, status, _, n_lines in statuses if status is None]
+    lines = read_raw_records(spark, readable, params.input_format, params.max_record_bytes)
     file_rows = spark.createDataFrame(
         [(path, None, None, None, None, None, detail, status) for path, (status, detail) in sorted(bad_files.items())],
         LINES_SCHEMA,
@@ -341,7 +333,8 @@ def run(spark: SparkSession, params: IngestParams) -> IngestReport:
         records_read = keyed.count()
         stage.lap("read_and_validate")
         # broadcast the (usually few) duplicated keys so the records themselves are never shuffled
-        read_files = spark.createDataFrame(list(enumerate(readable)), "file_index int, source_file string")
+        read_files = spark.createDataFrame([(i, path) for i, (path, _) in enumerate(readable)],
+                                           "file_index int, source_file string")
         deduplicated = mark_duplicates_of(keyed, dup_keys, read_files,
                                           broadcast=dup_keys.count() <= _BROADCAST_DUPLICATE_KEYS)
         stage.lap("find_duplicates")

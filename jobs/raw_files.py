@@ -1,8 +1,9 @@
 """Reading raw log files with provenance: every record keeps its file and line number.
 
 Files are read by Python tasks on the executors (one task per file, or per line range of a large
-JSON-lines file: see plan_read_chunks), not by Spark's text source, because we need (a) line numbers for the quarantine, (b) to drop a corrupt gzip file
-as a whole instead of ingesting the part before the damage, and (c) to count empty files.
+JSON-lines file: see plan_read_chunks), not by Spark's text source, because we need (a) line numbers
+for the quarantine, (b) to drop a corrupt gzip file as a whole instead of ingesting the part before
+the damage, and (c) to count empty files.
 Parsing of the JSON itself stays in Spark (from_json), which is much faster than Python.
 """
 
@@ -17,7 +18,9 @@ from contextlib import contextmanager
 from typing import Iterator
 from urllib.parse import urlparse
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 from pyspark.sql.pandas.types import from_arrow_schema
 
 from jobs import raw_contract as rc
@@ -152,9 +155,6 @@ def _json_line_batches(file_index: int, stream, first_line: int, max_bytes: int,
     """JSON lines of one (decompressed) stream as record batches, split in C (bytes.split, Arrow kernels):
     about 10x faster than a Python loop per line. `pending`: bytes already read that start the first line;
     `max_lines`: stop after this many lines (None: read to the end)."""
-    import numpy as np
-    import pyarrow.compute as pc
-
     line_no = first_line
     carry = b""
     remaining = max_lines
@@ -165,14 +165,14 @@ def _json_line_batches(file_index: int, stream, first_line: int, max_bytes: int,
         if remaining is not None and len(parts) >= remaining:
             parts, carry = parts[:remaining], b""  # the rest belongs to the next chunk
         if parts:
-            yield _lines_batch(file_index, parts, line_no, max_bytes, np, pc)
+            yield _lines_batch(file_index, parts, line_no, max_bytes)
             line_no += len(parts)
             if remaining is not None:
                 remaining -= len(parts)
                 if remaining == 0:
                     return
     if carry:
-        yield _lines_batch(file_index, [carry], line_no, max_bytes, np, pc)
+        yield _lines_batch(file_index, [carry], line_no, max_bytes)
         line_no += 1
         remaining = None if remaining is None else remaining - 1
     if remaining:  # the file ended before the chunk did
@@ -196,7 +196,7 @@ def _skip_lines(stream, n: int) -> bytes:
     return b""
 
 
-def _lines_batch(file_index, parts, line_no, max_bytes, np, pc) -> pa.RecordBatch:
+def _lines_batch(file_index: int, parts: list[bytes], line_no: int, max_bytes: int) -> pa.RecordBatch:
     n = len(parts)
     binary = pa.array(parts, pa.binary())
     try:
@@ -326,10 +326,14 @@ def plan_read_chunks(files: list[tuple[str, int]], parallelism: int, *, fmt: str
     return chunks
 
 
-def read_raw_records(spark, chunks: list[tuple[int, str, int, int | None]], fmt: str, max_bytes: int):
-    """DataFrame of LINES_SCHEMA over the given chunks (see plan_read_chunks), one Spark task per chunk, in
-    chunk order; file_index is carried from the chunk."""
-    paths = spark.sparkContext.parallelize(chunks, numSlices=max(1, len(chunks)))
+def read_raw_records(spark, files: list[tuple[str, int]], fmt: str, max_bytes: int):
+    """DataFrame of LINES_SCHEMA over the records of `files`, (path, lines) of files scan_files found readable,
+    read in balanced chunks (see plan_read_chunks), one Spark task per chunk; a record's file_index is the
+    position of its file in `files`."""
+    if not files:
+        return spark.createDataFrame([], LINES_SCHEMA)
+    chunks = plan_read_chunks(files, spark.sparkContext.defaultParallelism, fmt=fmt)
+    paths = spark.sparkContext.parallelize(chunks, numSlices=len(chunks))
     return spark.createDataFrame(paths, READ_CHUNKS_SCHEMA).mapInArrow(
         lambda it: read_files_arrow(it, fmt, max_bytes), LINES_SCHEMA
     )
