@@ -1,8 +1,10 @@
-"""A self-describing model artefact directory.
+"""A self-describing, immutable model artefact directory: `<models root>/<model_version>/`.
 
     model.pt            weights (state_dict, content buffers included)
     config.json         {"model": ModelConfig, "train": TrainConfig fields, "format": 1}
-    meta.json           item_index_version, data_version, n_items, created_at, torch version
+    meta.json           model_version, n_items, data_version, snapshot (the sequence snapshot record it was
+                        trained on: versions of user_sequences, item_index and events), item_index_version,
+                        code_version, created_at, torch version
     metrics.json        evaluation metrics
     history.json        per-epoch training history
     training_curve.png  loss and validation NDCG@10 per epoch
@@ -14,6 +16,10 @@ import dataclasses
 import datetime as dt
 import json
 import os
+import secrets
+import shutil
+import subprocess
+import tempfile
 from pathlib import Path
 
 import torch
@@ -29,33 +35,71 @@ def _write_json(path: Path, obj) -> None:
     os.replace(tmp, path)
 
 
+def new_model_version(now: dt.datetime | None = None) -> str:
+    """Unique and sortable by creation time: `20261130T181500123Z-3fa2c1`."""
+    now = now or dt.datetime.now(dt.timezone.utc)
+    return f"{now:%Y%m%dT%H%M%S}{now.microsecond // 1000:03d}Z-{secrets.token_hex(3)}"
+
+
+def code_version() -> str:
+    """`git describe` of the checkout this package runs from, else ATTNREC_CODE_VERSION, else the package version
+    (a container image without .git sets the variable at build time)."""
+    if os.environ.get("ATTNREC_CODE_VERSION"):
+        return os.environ["ATTNREC_CODE_VERSION"]
+    try:
+        out = subprocess.run(["git", "describe", "--always", "--dirty", "--tags"], cwd=Path(__file__).parent,
+                             capture_output=True, text=True, timeout=10)
+        if out.returncode == 0 and out.stdout.strip():
+            return f"git:{out.stdout.strip()}"
+    except (OSError, subprocess.TimeoutExpired):
+        pass
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"attnrec=={version('attnrec')}"
+    except PackageNotFoundError:
+        return "unknown"
+
+
 def save_artifact(
-    out_dir,
+    models_root,
     model: SASRec,
     *,
+    model_version: str | None = None,
     metrics: dict | None = None,
     history: list | None = None,
-    item_index_version: str = "",
-    data_version: str = "",
+    meta: dict | None = None,
     train_config=None,
 ) -> Path:
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-    torch.save(state, out / "model.pt.tmp")
-    os.replace(out / "model.pt.tmp", out / "model.pt")
-    train = dataclasses.asdict(train_config) if train_config is not None else {}
-    train.pop("model", None)
-    _write_json(out / "config.json", {"format": FORMAT, "model": model.cfg.to_dict(), "train": train})
-    _write_json(out / "meta.json", {
-        "item_index_version": item_index_version, "data_version": data_version, "n_items": model.cfg.n_items,
-        "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "torch": torch.__version__,
-    })
-    _write_json(out / "metrics.json", metrics or {})
-    if history is not None:
-        _write_json(out / "history.json", history)
-        plot_history(history, out / "training_curve.png")
-    return out
+    """Write the artefact under a temporary name in `models_root`, then rename it to `<model_version>/`:
+    readers see a whole artefact or none, and an existing version is never overwritten (FileExistsError)."""
+    model_version = model_version or new_model_version()
+    root = Path(models_root)
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / model_version
+    if final.exists():
+        raise FileExistsError(f"model version {model_version} already exists in {root}: artefacts are never overwritten")
+    out = Path(tempfile.mkdtemp(prefix=f".tmp-{model_version}-", dir=root))
+    try:
+        torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, out / "model.pt")
+        train = dataclasses.asdict(train_config) if train_config is not None else {}
+        train.pop("model", None)
+        _write_json(out / "config.json", {"format": FORMAT, "model": model.cfg.to_dict(), "train": train})
+        _write_json(out / "meta.json", {
+            "item_index_version": "", "data_version": "", **(meta or {}),
+            "model_version": model_version, "n_items": model.cfg.n_items, "code_version": code_version(),
+            "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"), "torch": torch.__version__,
+        })
+        _write_json(out / "metrics.json", metrics or {})
+        if history is not None:
+            _write_json(out / "history.json", history)
+            plot_history(history, out / "training_curve.png")
+        os.chmod(out, 0o755)  # mkdtemp makes it private
+        os.rename(out, final)  # atomic on one filesystem; fails if `final` appeared meanwhile
+    except BaseException:
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+    return final
 
 
 def plot_history(history: list, path) -> None:

@@ -1,16 +1,25 @@
-"""`attnrec train`: read sequences (pairs file or a `user_sequences` Delta table), train, write an artefact."""
+"""`attnrec train`: read sequences (pairs file or a `user_sequences` snapshot), train, write an artefact.
+
+A snapshot is read through its record in `sequence_snapshots` (exact table version, item-index version,
+item count); the artefact lands in OUT/<model_version>/, whole or not at all, and its checkpoints in
+OUT/.checkpoints/<run key>/, so a retry of the same training resumes and the artefact stays immutable.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import hashlib
 import json
 import os
+import shutil
 import sys
 from dataclasses import replace
 
+from attnmodel.columns import ITEM_INDEX_VERSION
 from attnmodel.data import DataError, leave_one_out, read_pairs, read_sequence_table
 
-CHECKPOINTS = "checkpoints"
+CHECKPOINTS = ".checkpoints"
 
 
 def add_training_args(p: argparse.ArgumentParser) -> None:
@@ -62,11 +71,13 @@ def build_parser() -> argparse.ArgumentParser:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--pairs", help="ordered `user item` pairs file (oldest line first)")
     src.add_argument("--table", help="path of the user_sequences Delta table")
-    p.add_argument("--as-of-date", help="YYYY-MM-DD partition of --table to read")
-    p.add_argument("--table-version", type=int, default=None, help="Delta table version (default: latest)")
-    p.add_argument("--out", required=True, help="artefact directory to write")
-    p.add_argument("--n-items", type=int, default=None, help="size of the item table (default: largest item index seen)")
-    p.add_argument("--item-index-version", default="", help="version of the item index the sequences use (recorded)")
+    p.add_argument("--as-of-date", help="YYYY-MM-DD snapshot of --table to read (its version comes from its record)")
+    p.add_argument("--out", required=True,
+                   help="models root: the artefact is written to OUT/<model_version>/ and never overwritten")
+    p.add_argument("--model-version", default=None, help="name of the new artefact (default: UTC time + random suffix)")
+    p.add_argument("--n-items", type=int, default=None,
+                   help="with --pairs: size of the item table (default: largest item index seen); "
+                        "a snapshot's comes from its record")
     p.add_argument("--content", default=None, help="ML-1M movies.dat (with the sas->orig mapping beside it) for item content")
     p.add_argument("--resume", action="store_true", help="continue from the last checkpoint in OUT/checkpoints")
     p.add_argument("--warm-start", default=None, metavar="DIR", help="artefact to start from (new items get fresh vectors)")
@@ -79,9 +90,11 @@ def train_main(argv: list[str] | None = None) -> int:
     a = p.parse_args(argv)
     if a.table and not a.as_of_date:
         p.error("--table needs --as-of-date")
+    if a.table and a.n_items is not None:
+        p.error("--n-items goes with --pairs: a snapshot's item count comes from its record")
     try:
         return _run(a)
-    except (DataError, ValueError, FileNotFoundError) as e:
+    except (DataError, ValueError, FileNotFoundError, FileExistsError) as e:
         print(f"attnrec train: error: {e}", file=sys.stderr)
         return 2
 
@@ -93,15 +106,21 @@ def _run(a) -> int:
     from attnmodel.evaluate import evaluate_model
     from attnmodel.train import TrainingDiverged, train
 
+    if a.model_version and os.path.exists(os.path.join(a.out, a.model_version)):  # before hours of training, not after
+        raise FileExistsError(f"model version {a.model_version} already exists in {a.out}: artefacts are never overwritten")
     old_cfg, old_state = load_state(a.warm_start) if a.warm_start else (None, None)
     n_items = a.n_items
     if old_cfg is not None and n_items is not None and n_items < old_cfg.n_items:
         raise ValueError(f"--n-items {n_items} is smaller than the warm-start model's {old_cfg.n_items}")
+    snapshot = {}
     if a.pairs:
         seqs = read_pairs(a.pairs, n_items)
     else:
-        seqs = read_sequence_table(a.table, a.as_of_date, a.table_version, n_items)
+        seqs, snapshot = read_sequence_table(a.table, a.as_of_date)
     if old_cfg is not None:
+        if snapshot and old_cfg.n_items > seqs.n_items:
+            raise ValueError(f"the warm-start model knows {old_cfg.n_items} items, more than the snapshot's item "
+                             f"index ({seqs.n_items}): it was trained on a newer item_index")
         seqs = replace(seqs, n_items=max(seqs.n_items, old_cfg.n_items))
     print(f"read {seqs.data_version}: {len(seqs)} users, {seqs.n_events} events, {seqs.n_items} items", file=sys.stderr)
     split = leave_one_out(seqs)
@@ -117,7 +136,7 @@ def _run(a) -> int:
     else:
         mcfg = model_config_from_args(a, seqs.n_items, content)
     tcfg = train_config_from_args(a, mcfg, a.device)
-    ckpt = os.path.join(a.out, CHECKPOINTS)
+    ckpt = os.path.join(a.out, CHECKPOINTS, _run_key(seqs.data_version, tcfg, a.warm_start))
     last = os.path.join(ckpt, "last.pt")
     if a.resume and os.path.exists(last):
         print(f"resuming from {last} (epoch {torch.load(last, map_location='cpu', weights_only=False)['epoch']})", file=sys.stderr)
@@ -131,13 +150,24 @@ def _run(a) -> int:
     test = evaluate_model(res.model, split.test)
     metrics = {"valid": res.best_metrics, "test": test, "best_epoch": res.best_epoch, "epochs": res.epochs_run,
                "train_seconds": res.train_seconds, "stopped": res.stopped, "device": res.device}
-    save_artifact(a.out, res.model, metrics=metrics, history=res.history, item_index_version=a.item_index_version,
-                  data_version=seqs.data_version, train_config=tcfg)
-    print(f"wrote {a.out}: model.pt, config.json, meta.json, metrics.json, history.json, training_curve.png "
+    meta = {"data_version": seqs.data_version, "snapshot": snapshot,
+            "item_index_version": str(snapshot.get(ITEM_INDEX_VERSION, "")), "warm_start": a.warm_start or ""}
+    model_dir = save_artifact(a.out, res.model, model_version=a.model_version, metrics=metrics, history=res.history,
+                              meta=meta, train_config=tcfg)
+    shutil.rmtree(ckpt, ignore_errors=True)  # the artefact is whole: nothing left to resume
+    print(f"wrote {model_dir}: model.pt, config.json, meta.json, metrics.json, history.json, training_curve.png "
           f"(test ndcg@10 {test['ndcg@10']:.4f}, hr@10 {test['hr@10']:.4f}, {res.epochs_run} epochs on {res.device}, torch {torch.__version__})",
           file=sys.stderr)
-    print(json.dumps({"out": a.out, "ndcg@10": test["ndcg@10"], "hr@10": test["hr@10"], "epochs": res.epochs_run}))
+    print(json.dumps({"model_dir": str(model_dir), "model_version": model_dir.name, "ndcg@10": test["ndcg@10"],
+                      "hr@10": test["hr@10"], "epochs": res.epochs_run}))
     return 0
+
+
+def _run_key(data_version: str, tcfg, warm_start: str | None) -> str:
+    """Same data, settings and starting point -> same key: a retry finds the checkpoint of the try it repeats."""
+    settings = {k: v for k, v in dataclasses.asdict(tcfg).items() if k not in ("progress",)}
+    text = json.dumps({"data": data_version, "train": settings, "warm_start": warm_start or ""}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 if __name__ == "__main__":

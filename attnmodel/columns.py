@@ -12,6 +12,9 @@ EVENTS_QUARANTINE_TABLE = "events_quarantine"
 ITEM_INDEX_TABLE = "item_index"
 USER_SEQUENCES_TABLE = "user_sequences"
 RECOMMENDATIONS_TABLE = "recommendations"
+# One row per user_sequences snapshot: what it was built from, so that training and scoring read exactly
+# that (the seam record between build_sequences and the model; see SNAPSHOT_COLUMNS).
+SEQUENCE_SNAPSHOTS_TABLE = "sequence_snapshots"
 
 # shared column names
 USER_ID = "user_id"  # string
@@ -22,7 +25,17 @@ EVENT_TS = "event_ts"  # timestamp (UTC); array<timestamp> in user_sequences
 LENGTH = "length"  # user_sequences: number of items in ITEM_IDX
 AS_OF_DATE = "as_of_date"  # user_sequences partition: the logical date of the snapshot
 
+# sequence_snapshots table (AS_OF_DATE is its key)
+USER_SEQUENCES_VERSION = "user_sequences_version"  # the Delta version that holds the snapshot
+ITEM_INDEX_VERSION = "item_index_version"  # the item_index version its sequences were numbered with
+MAX_ITEM_IDX = "max_item_idx"  # largest item_idx of that item_index version: a model's n_items
+EVENTS_VERSION = "events_version"  # the events version it was built from
+SNAPSHOT_USERS = "users"
+SNAPSHOT_COLUMNS = (AS_OF_DATE, USER_SEQUENCES_VERSION, ITEM_INDEX_VERSION, MAX_ITEM_IDX, EVENTS_VERSION, SNAPSHOT_USERS)
+
 # recommendations table
 RANK = "rank"  # 1-based
 SCORE = "score"
 MODEL_VERSION = "model_version"
+BECAUSE = "because"  # array<string>: original ids of the history items that explain a recommendation
+EXCLUDE_IDX = "exclude_idx"  # scoring input: array<int> of items not to recommend to that user (null = none)

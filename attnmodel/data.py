@@ -8,7 +8,17 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from attnmodel.columns import AS_OF_DATE, ITEM_IDX, LENGTH, PADDING_IDX, USER_ID
+from attnmodel.columns import (
+    AS_OF_DATE,
+    ITEM_IDX,
+    LENGTH,
+    MAX_ITEM_IDX,
+    PADDING_IDX,
+    SEQUENCE_SNAPSHOTS_TABLE,
+    SNAPSHOT_COLUMNS,
+    USER_ID,
+    USER_SEQUENCES_VERSION,
+)
 
 
 class DataError(ValueError):
@@ -89,15 +99,42 @@ def read_pairs(path: str, n_items: int | None = None) -> Sequences:
     return _from_flat(users, t.column("item").to_numpy(), n_items, f"pairs:{path}")
 
 
-def read_sequence_table(path: str, as_of_date: str, version: int | None = None, n_items: int | None = None) -> Sequences:
-    """One `as_of_date` partition of the `user_sequences` Delta table (optionally at a table version)."""
+def _date_filter(ds, as_of_date: str):
+    return pc.field(AS_OF_DATE) == pa.scalar(as_of_date).cast(ds.schema.field(AS_OF_DATE).type)
+
+
+def snapshot_record(sequences_table: str, as_of_date: str) -> dict:
+    """What build_sequences recorded for the snapshot `as_of_date` of the user_sequences table at
+    `sequences_table`: its version, the item_index version and largest item_idx, the events version.
+    The record table sits beside the sequences table, under the same warehouse root."""
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
+    path = f"{sequences_table.rstrip('/').rsplit('/', 1)[0]}/{SEQUENCE_SNAPSHOTS_TABLE}"
+    try:
+        ds = DeltaTable(path).to_pyarrow_dataset()
+    except TableNotFoundError:
+        raise DataError(f"no snapshot record table at {path}: run build_sequences for {as_of_date}") from None
+    rows = ds.to_table(columns=list(SNAPSHOT_COLUMNS), filter=_date_filter(ds, as_of_date)).to_pylist()
+    if len(rows) != 1:
+        raise DataError(f"no record of a user_sequences snapshot for {as_of_date} in {path}: "
+                        f"run build_sequences --logical-date {as_of_date}")
+    record = rows[0]
+    record[AS_OF_DATE] = str(record[AS_OF_DATE])
+    return record
+
+
+def read_sequence_table(path: str, as_of_date: str) -> tuple[Sequences, dict]:
+    """The snapshot `as_of_date` of the `user_sequences` Delta table, exactly the version its record names,
+    with the record; n_items is the record's largest item_idx (items indexed up to then, seen or not)."""
     from deltalake import DeltaTable  # lazy: only this reader needs it
 
-    dt = DeltaTable(path, version=version) if version is not None else DeltaTable(path)
-    ds = dt.to_pyarrow_dataset()
-    t = ds.to_table(columns=[USER_ID, ITEM_IDX], filter=pc.field(AS_OF_DATE) == pa.scalar(as_of_date).cast(ds.schema.field(AS_OF_DATE).type))
-    tag = f"delta:{path}@v{dt.version()}/{AS_OF_DATE}={as_of_date}"
-    return from_arrow(t, n_items, tag)
+    record = snapshot_record(path, as_of_date)
+    version = record[USER_SEQUENCES_VERSION]
+    ds = DeltaTable(path, version=version).to_pyarrow_dataset()
+    t = ds.to_table(columns=[USER_ID, ITEM_IDX], filter=_date_filter(ds, as_of_date))
+    tag = f"delta:{path}@v{version}/{AS_OF_DATE}={as_of_date}"
+    return from_arrow(t, record[MAX_ITEM_IDX], tag), record
 
 
 def from_arrow(t: pa.Table, n_items: int | None = None, data_version: str = "") -> Sequences:

@@ -8,9 +8,12 @@ each batch is trimmed to its longest row, which the model's right-anchored posit
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 import torch
 
-from attnmodel.columns import PADDING_IDX
+from attnmodel.columns import EXCLUDE_IDX, ITEM_IDX, MODEL_VERSION, PADDING_IDX, RANK, SCORE, USER_ID
+
+BECAUSE_IDX = "because_idx"  # adapter output: item indexes of the history items that explain a row
 
 
 def pack_ragged(rows, dtype=np.int64) -> np.ndarray:
@@ -60,10 +63,12 @@ def recommend(
     batch_size: int | None = None,
     item_chunk: int = 262_144,
     device=None,
+    blocked=None,
 ) -> dict:
     """Top-k items for each row of `seqs` ((B, L) int, oldest first, 0 = padding, left or right padded).
 
     exclude: None = each row's own items; or a (B, E) int array / list of B arrays of item indexes (0 ignored).
+    blocked: item indexes never recommended to anyone (a blocklist, items not yet indexed on a backfill date).
     Returns numpy arrays: item_idx (B, k) int64, score (B, k) float32 (best first; item 0 with score -inf
     where a row has fewer than k candidates left),
     and with explain=True explanation (B, k, n_explain) int64: the history items that contributed most
@@ -79,11 +84,15 @@ def recommend(
     B = seqs.shape[0]
     if exclude is not None and not torch.is_tensor(exclude):
         exclude = torch.as_tensor(exclude if isinstance(exclude, np.ndarray) and exclude.ndim == 2 else pack_ragged(exclude))
+    if exclude is not None:  # items beyond the model's table cannot be recommended anyway
+        exclude = exclude.masked_fill(exclude > model.cfg.n_items, PADDING_IDX)
     if seqs.numel() and int(seqs.max()) > model.cfg.n_items:
         raise ValueError(f"item index {int(seqs.max())} is beyond the model's item table (n_items = {model.cfg.n_items})")
     lens = (seqs != PADDING_IDX).sum(1)
     order = torch.argsort(lens, descending=True)
     n_items = model.cfg.n_items
+    blocked = torch.as_tensor(np.asarray([] if blocked is None else blocked, dtype=np.int64))
+    blocked = blocked[(blocked > 0) & (blocked <= n_items)].to(device)
     k = min(k, n_items)
     with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda):
         table = model.item_vectors().to(device)
@@ -118,6 +127,8 @@ def recommend(
                 s.scatter_reduce_(1, local.clamp(0, stop - start - 1), src, reduce="amin")
             if start == 0:
                 s[:, PADDING_IDX] = float("-inf")
+            if blocked.numel():
+                s[:, blocked[(blocked >= start) & (blocked < stop)] - start] = float("-inf")
             v, i = s.topk(min(k, stop - start), dim=1)
             i = i + start
             if best_s is not None:
@@ -135,6 +146,97 @@ def recommend(
     if explain:
         res["explanation"] = out_e.numpy()
     return res
+
+
+# ---------------------------------------------------------------- Arrow adapter (what the scoring job calls)
+
+def recommend_arrow(
+    model,
+    batch: pa.RecordBatch,
+    *,
+    k: int,
+    model_version: str,
+    explain: bool = False,
+    n_explain: int = 3,
+    blocked=None,
+    popularity=None,
+    popularity_version: str = "popularity",
+    batch_size: int | None = None,
+) -> pa.RecordBatch:
+    """Top-k rows per user of an Arrow batch, in the recommendations layout (item indexes, not ids).
+
+    batch: USER_ID, ITEM_IDX (list<int>, oldest first) and optionally EXCLUDE_IDX (list<int>: the items not to
+    recommend to that user, null = none; without the column, each user's own history). Items the model does
+    not know (indexed after it was trained) are dropped from the input; a user left with no known item is
+    cold and gets `popularity` ((item_idx, score) arrays, most popular first) minus blocked and excluded items,
+    marked `popularity_version`. Returns USER_ID, RANK (1..), ITEM_IDX, SCORE, MODEL_VERSION and, with
+    explain, BECAUSE_IDX (list<int>): fewer than k rows for a user only when fewer candidates remain.
+    """
+    n_items = model.cfg.n_items
+    users = batch.column(USER_ID)
+    hist = [np.asarray(h if h is not None else [], dtype=np.int64) for h in batch.column(ITEM_IDX).to_pylist()]
+    hist = [h[(h >= 1) & (h <= n_items)] for h in hist]  # unknown to the model: dropped, not an error
+    if EXCLUDE_IDX in batch.schema.names:
+        exclude = [np.asarray(e if e is not None else [], dtype=np.int64) for e in batch.column(EXCLUDE_IDX).to_pylist()]
+    else:
+        exclude = hist
+    blocked = np.asarray([] if blocked is None else blocked, dtype=np.int64)
+    warm = np.flatnonzero([len(h) > 0 for h in hist])
+    cold = np.flatnonzero([len(h) == 0 for h in hist])
+    parts = []
+    if len(warm):
+        width = min(max(len(hist[i]) for i in warm), model.cfg.max_len)
+        seqs = pack_ragged([hist[i][-width:] for i in warm])
+        ex = pack_ragged([exclude[i] for i in warm]) if len(warm) else None
+        out = recommend(model, seqs, k=k, exclude=ex, explain=explain, n_explain=n_explain, blocked=blocked,
+                        batch_size=batch_size)
+        parts.append(_long_rows(warm, out["item_idx"], out["score"], out.get("explanation")))
+    if len(cold):
+        pop_items, pop_scores = (np.asarray(a) for a in popularity) if popularity is not None else (np.zeros(0, np.int64), np.zeros(0, np.float32))
+        allowed = ~np.isin(pop_items, blocked)
+        pop_items, pop_scores = pop_items[allowed], pop_scores[allowed]
+        rows, items, scores = [], [], []
+        for i in cold:
+            keep = ~np.isin(pop_items[: k + len(exclude[i])], exclude[i])
+            chosen = np.flatnonzero(keep)[:k]
+            rows.append(np.full(len(chosen), i)), items.append(pop_items[chosen]), scores.append(pop_scores[chosen])
+        row = np.concatenate(rows) if rows else np.zeros(0, np.int64)
+        ranks = np.concatenate([np.arange(1, len(r) + 1) for r in rows]) if rows else np.zeros(0, np.int64)
+        parts.append((row, ranks, np.concatenate(items), np.concatenate(scores).astype(np.float32),
+                      [np.zeros(0, np.int64)] * len(row) if explain else None, False))
+    row = np.concatenate([p[0] for p in parts]).astype(np.int64) if parts else np.zeros(0, np.int64)
+    from_model = np.concatenate([np.full(len(p[0]), p[5]) for p in parts]) if parts else np.zeros(0, bool)
+    columns = {
+        USER_ID: users.take(pa.array(row)),
+        RANK: pa.array(np.concatenate([p[1] for p in parts]) if parts else [], pa.int32()),
+        ITEM_IDX: pa.array(np.concatenate([p[2] for p in parts]) if parts else [], pa.int32()),
+        SCORE: pa.array(np.concatenate([p[3] for p in parts]) if parts else [], pa.float32()),
+        MODEL_VERSION: pa.array(np.where(from_model, model_version, popularity_version), pa.string()),
+    }
+    if explain:
+        columns[BECAUSE_IDX] = pa.array([b for p in parts for b in p[4]], pa.list_(pa.int32()))
+    return pa.RecordBatch.from_pydict(columns)
+
+
+def _long_rows(rows_of, item_idx, score, explanation):
+    """(B, k) results -> one entry per real recommendation (padding where candidates ran out is dropped)."""
+    real = item_idx != PADDING_IDX
+    r, c = np.nonzero(real)
+    because = None
+    if explanation is not None:
+        because = [e[e != PADDING_IDX] for e in explanation[r, c]]
+    return rows_of[r], c + 1, item_idx[r, c], score[r, c], because, True
+
+
+_MODELS: dict = {}
+
+
+def cached_model(artifact_dir: str, device="cpu"):
+    """load_for_inference, once per process: a scoring worker keeps its model across the batches and tasks it runs."""
+    key = (str(artifact_dir), str(device))
+    if key not in _MODELS:
+        _MODELS[key] = load_for_inference(artifact_dir, device=device)
+    return _MODELS[key]
 
 
 def load_for_inference(artifact_dir: str, device="cpu"):

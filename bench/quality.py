@@ -46,7 +46,7 @@ def parse(argv):
     p.add_argument("--model", choices=["sasrec", "popularity"], default="sasrec")
     p.add_argument("--content", default="auto", help="auto | none | path to movies.dat (ML-1M item content)")
     p.add_argument("--threads", type=int, default=None)
-    p.add_argument("--out", default=None, help="also save the model artefact here")
+    p.add_argument("--out", default=None, help="also save the model artefact under this models root (OUT/<model_version>/)")
     return p.parse_args(argv)
 
 
@@ -84,9 +84,9 @@ def main(argv=None) -> int:
     if a.out:
         from attnmodel.artifact import save_artifact
 
-        save_artifact(a.out, res.model, metrics={"test": test, "valid": res.best_metrics}, history=res.history,
-                      data_version=seqs.data_version, train_config=tcfg)
-        print(f"wrote {a.out}", file=sys.stderr)
+        model_dir = save_artifact(a.out, res.model, metrics={"test": test, "valid": res.best_metrics},
+                                  history=res.history, meta={"data_version": seqs.data_version}, train_config=tcfg)
+        print(f"wrote {model_dir}", file=sys.stderr)
     print(json.dumps(out))
     return 0
 

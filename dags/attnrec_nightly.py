@@ -43,12 +43,11 @@ with DAG(
         '--logical-date {{ ds }} --warehouse "$WH"',
         env=env, append_env=True,
     )
-    # Warm start from yesterday's model when there is one (new items get fresh vectors).
+    # Each model lands in $ART/models/<model_version>/; which one serves (and warm starts) is the registry's call.
     train_model = BashOperator(
         task_id="train_model",
-        bash_command=SETUP + 'PREV="$ART/model-{{ macros.ds_add(ds, -1) }}"; WARM=""; [ -f "$PREV/config.json" ] && WARM="--warm-start $PREV"; '
-        '"$PY" -m jobs.cli train --table "$WH/user_sequences" --as-of-date {{ ds }} '
-        '--out "$ART/model-{{ ds }}" $WARM ${ATTNREC_TRAIN_ARGS:-}',
+        bash_command=SETUP + '"$PY" -m jobs.cli train --table "$WH/user_sequences" --as-of-date {{ ds }} '
+        '--out "$ART/models" ${ATTNREC_TRAIN_ARGS:-}',
         env=env, append_env=True,
     )
     ingest_events >> build_sequences >> train_model

@@ -14,7 +14,7 @@ export PYSPARK_PYTHON="$PYTHON" PYSPARK_DRIVER_PYTHON="$PYTHON"
 export PYTHONPATH="$here${PYTHONPATH:+:$PYTHONPATH}"
 exec "$SPARK_SUBMIT" \
   --master "${SPARK_MASTER:-local[*]}" \
-  --packages "io.delta:delta-spark_${SPARK_VERSION}_2.13:${DELTA_VERSION}" \
+  --packages "io.delta:delta-spark_${SPARK_VERSION}_2.13:${DELTA_VERSION},org.postgresql:postgresql:42.7.14" \
   --conf spark.sql.extensions=io.delta.sql.DeltaSparkSessionExtension \
   --conf spark.sql.catalog.spark_catalog=org.apache.spark.sql.delta.catalog.DeltaCatalog \
   --conf spark.sql.session.timeZone=UTC \

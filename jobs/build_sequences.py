@@ -7,7 +7,8 @@ event types); drop items with fewer than --min-item-events events, then users wi
 --min-user-events; append items never indexed before to `item_index` (existing items keep their
 index: it is never renumbered); build each user's item sequence ordered by (event_ts, event_id),
 optionally without consecutive repeats, truncated to the most recent --max-len items; replace the
-snapshot as_of_date = D in one Delta transaction.
+snapshot as_of_date = D in one Delta transaction; last, record in `sequence_snapshots` which versions
+of user_sequences, item_index and events the snapshot is (training and scoring read that record).
 """
 
 from __future__ import annotations
@@ -24,18 +25,24 @@ from attnmodel.columns import (
     AS_OF_DATE,
     EVENT_TS,
     EVENTS_TABLE,
+    EVENTS_VERSION,
     FIRST_SEEN_DATE,
     ITEM_ID,
     ITEM_IDX,
     ITEM_INDEX_TABLE,
+    ITEM_INDEX_VERSION,
     LENGTH,
+    MAX_ITEM_IDX,
+    SEQUENCE_SNAPSHOTS_TABLE,
+    SNAPSHOT_COLUMNS,
     USER_ID,
     USER_SEQUENCES_TABLE,
+    USER_SEQUENCES_VERSION,
 )
 from jobs import raw_contract as rc
-from jobs.common import JobInputError, StageClock, add_location_args, parse_date, run_job
+from jobs.common import JobInputError, StageClock, add_job_args, event_types_arg, run_job
 from jobs.spark_session import session_conf
-from jobs.warehouse import latest_version, table_path
+from jobs.warehouse import latest_version, read_version, replace_partition, table_exists, table_path
 
 
 @dataclass(frozen=True)
@@ -69,6 +76,13 @@ class SequenceReport:
     mean_length: float
     seconds: float
     stage_seconds: dict  # wall seconds per step of the job, to see where a slow night went
+    user_sequences_version: int  # the snapshot's record (also in the sequence_snapshots table)
+    item_index_version: int
+    max_item_idx: int
+
+
+SNAPSHOT_SCHEMA = (f"{AS_OF_DATE} date, {USER_SEQUENCES_VERSION} bigint, {ITEM_INDEX_VERSION} bigint, "
+                   f"{MAX_ITEM_IDX} int, {EVENTS_VERSION} bigint, users bigint")
 
 
 # ---------------------------------------------------------------- pure transforms
@@ -146,12 +160,6 @@ def sequences_from_events(
 
 # ---------------------------------------------------------------- I/O
 
-def _delta_exists(spark: SparkSession, path: str) -> bool:
-    from delta.tables import DeltaTable
-
-    return DeltaTable.isDeltaTable(spark, path)
-
-
 def update_item_index(spark: SparkSession, new_items: DataFrame, path: str) -> int:
     """Append new items with MERGE on item_id, so a rerun or a concurrent duplicate inserts nothing twice."""
     from delta.tables import DeltaTable
@@ -159,7 +167,7 @@ def update_item_index(spark: SparkSession, new_items: DataFrame, path: str) -> i
     new_items = new_items.persist()
     try:
         count = new_items.count()
-        if not _delta_exists(spark, path):
+        if not table_exists(spark, path):
             new_items.write.format("delta").mode("errorifexists").save(path)
         elif count:
             (
@@ -177,24 +185,26 @@ def run(spark: SparkSession, params: SequenceParams) -> SequenceReport:
     stage = StageClock()
     events_path = table_path(params.warehouse, EVENTS_TABLE)
     index_path = table_path(params.warehouse, ITEM_INDEX_TABLE)
-    if not _delta_exists(spark, events_path):
+    sequences_path = table_path(params.warehouse, USER_SEQUENCES_TABLE)
+    if not table_exists(spark, events_path):
         raise JobInputError(f"events table not found at {events_path}: run ingest_events first")
     # One version of `events` throughout, even if an ingest commits meanwhile and a cached block is recomputed.
     version = latest_version(spark, events_path)
-    events = select_events(spark.read.format("delta").option("versionAsOf", version).load(events_path), params)
+    events = select_events(read_version(spark, events_path, version), params)
     events = apply_min_counts(events, min_user_events=1, min_item_events=params.min_item_events)
     events = events.persist()
     try:
         events_read = events.count()
         stage.lap("read_events")
-        if _delta_exists(spark, index_path):
+        if table_exists(spark, index_path):
             current_index = spark.read.format("delta").load(index_path)
         else:
             current_index = spark.createDataFrame([], f"{ITEM_ID} string, {ITEM_IDX} int, {FIRST_SEEN_DATE} date")
         new_items = update_item_index(
             spark, new_index_entries(events, current_index, logical_date=params.logical_date), index_path
         )
-        item_index = spark.read.format("delta").load(index_path)  # update_item_index always leaves the table
+        index_version = latest_version(spark, index_path)  # update_item_index always leaves the table
+        item_index = read_version(spark, index_path, index_version)
         stage.lap("update_item_index")
         sequences = sequences_from_events(
             events, item_index, logical_date=params.logical_date, max_len=params.max_len,
@@ -203,33 +213,38 @@ def run(spark: SparkSession, params: SequenceParams) -> SequenceReport:
         # The rows reach the collect_list already sorted by user: a sort aggregation streams through them,
         # where the default object-hash aggregation falls back to sorting them again (1-1.5 s per 10M events).
         with session_conf(spark, {"spark.sql.execution.useObjectHashAggregateExec": "false"}):
-            (
-                sequences.write.format("delta").mode("overwrite")
-                .option("replaceWhere", f"{AS_OF_DATE} = DATE'{params.logical_date.isoformat()}'")
-                .partitionBy(AS_OF_DATE)
-                .save(table_path(params.warehouse, USER_SEQUENCES_TABLE))
-            )
+            sequences_version = replace_partition(sequences, sequences_path, column=AS_OF_DATE, value=params.logical_date)
         stage.lap("build_and_write_sequences")
     finally:
         events.unpersist()
     snapshot = (
-        spark.read.format("delta").load(table_path(params.warehouse, USER_SEQUENCES_TABLE))
+        read_version(spark, sequences_path, sequences_version)
         .filter(F.col(AS_OF_DATE) == F.lit(params.logical_date))
         .agg(F.count(F.lit(1)).alias("users"), F.avg(LENGTH).alias("mean_length"))
         .first()
     )
-    indexed = item_index.count()
+    index_size = item_index.agg(F.count(F.lit(1)).alias("n"), F.max(ITEM_IDX).alias("top")).first()
+    record = {AS_OF_DATE: params.logical_date, USER_SEQUENCES_VERSION: sequences_version,
+              ITEM_INDEX_VERSION: index_version, MAX_ITEM_IDX: int(index_size["top"] or 0), EVENTS_VERSION: version,
+              "users": int(snapshot["users"])}
+    # Written last: until it commits, readers of the record still get the previous snapshot's exact version.
+    replace_partition(spark.createDataFrame([tuple(record[c] for c in SNAPSHOT_COLUMNS)], SNAPSHOT_SCHEMA),
+                      table_path(params.warehouse, SEQUENCE_SNAPSHOTS_TABLE), column=AS_OF_DATE,
+                      value=params.logical_date, partition=False)
     stage.lap("summarize")
     return SequenceReport(
         logical_date=params.logical_date.isoformat(),
         events_version=version,
         events_read=events_read,
         users=snapshot["users"],
-        items_indexed=indexed,
+        items_indexed=index_size["n"],
         new_items=new_items,
         mean_length=round(float(snapshot["mean_length"] or 0.0), 2),
         seconds=stage.total(),
         stage_seconds=stage.seconds,
+        user_sequences_version=sequences_version,
+        item_index_version=index_version,
+        max_item_idx=record[MAX_ITEM_IDX],
     )
 
 
@@ -237,9 +252,7 @@ def run(spark: SparkSession, params: SequenceParams) -> SequenceReport:
 
 def build_parser(prog: str = "build_sequences") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description="Build the per-user sequence snapshot for one logical date.")
-    parser.add_argument("--logical-date", "--date", dest="logical_date", type=parse_date, required=True,
-                        help="snapshot date: uses events with event_date <= DATE")
-    add_location_args(parser)
+    add_job_args(parser, date_help="snapshot date: uses events with event_date <= DATE")
     parser.add_argument("--max-len", type=int, default=200, help="keep the most recent N items per user")
     parser.add_argument("--event-types", default=",".join(rc.EVENT_TYPES), help="comma-separated event types to use")
     parser.add_argument("--lookback-days", type=int, default=None, help="only events of the last N days (default: all)")
@@ -254,7 +267,7 @@ def params_from_args(args: argparse.Namespace) -> SequenceParams:
         logical_date=args.logical_date,
         warehouse=args.warehouse,
         max_len=args.max_len,
-        event_types=tuple(t.strip().lower() for t in args.event_types.split(",") if t.strip()),
+        event_types=event_types_arg(args.event_types),
         lookback_days=args.lookback_days,
         dedupe_consecutive=args.dedupe_consecutive,
         min_user_events=args.min_user_events,

@@ -30,13 +30,25 @@ def default_warehouse() -> str:
     return os.environ.get("ATTNREC_WAREHOUSE", "warehouse")
 
 
+def add_job_args(parser: argparse.ArgumentParser, *, date_help: str, raw: bool = False) -> None:
+    """The arguments every pipeline job takes: its logical date, then where its tables live."""
+    parser.add_argument("--logical-date", "--date", dest="logical_date", type=parse_date, required=True, help=date_help)
+    add_location_args(parser, raw=raw)
+
+
+def event_types_arg(text: str) -> tuple[str, ...]:
+    """`--event-types view,Click` -> ("view", "click")."""
+    return tuple(t.strip().lower() for t in text.split(",") if t.strip())
+
+
 def add_location_args(parser: argparse.ArgumentParser, *, raw: bool = False) -> None:
     if raw:
         parser.add_argument("--raw", dest="raw_root", default=default_raw_root(),
                             help="raw log root holding events/dt=YYYY-MM-DD/ (env ATTNREC_RAW; default ./raw)")
     parser.add_argument("--warehouse", default=default_warehouse(),
                         help="Delta warehouse root, local path or Hadoop URI (env ATTNREC_WAREHOUSE; default ./warehouse)")
-    parser.add_argument("--master", default=None, help="Spark master (env ATTNREC_SPARK_MASTER; default local[*])")
+    parser.add_argument("--master", default=None,
+                        help="Spark master (env ATTNREC_SPARK_MASTER; default local[*]; under spark-submit, its --master)")
 
 
 class StageClock:

@@ -25,7 +25,7 @@ from pyspark.sql import types as T
 
 from attnmodel.columns import EVENT_TS, EVENTS_QUARANTINE_TABLE, EVENTS_TABLE, ITEM_ID, USER_ID
 from jobs import raw_contract as rc
-from jobs.common import JobInputError, StageClock, add_location_args, parse_date, run_job
+from jobs.common import JobInputError, StageClock, add_job_args, event_types_arg, run_job
 from jobs.raw_files import (
     FILE_CORRUPT,
     LINES_SCHEMA,
@@ -33,7 +33,7 @@ from jobs.raw_files import (
     read_raw_records,
     scan_files,
 )
-from jobs.warehouse import table_path
+from jobs.warehouse import replace_partition, table_path
 
 INPUT_FORMATS = ("json", "csv", "parquet")
 
@@ -291,16 +291,6 @@ def distinct_users_and_items(events: DataFrame) -> DataFrame:
 EVENTS_TABLE_PROPERTIES = {"delta.dataSkippingStatsColumns": EVENT_TS}
 
 
-def replace_partition(df: DataFrame, path: str, *, column: str, value: dt.date,
-                      table_properties: dict[str, str] | None = None) -> None:
-    """Replace exactly the rows with column = value, in one Delta transaction (creates the table if needed,
-    with `table_properties`; an existing table keeps its own)."""
-    writer = df.write.format("delta").mode("overwrite").option("replaceWhere", f"{column} = DATE'{value.isoformat()}'")
-    for key, prop in (table_properties or {}).items():
-        writer = writer.option(key, prop)
-    writer.partitionBy(column).save(path)
-
-
 def run(spark: SparkSession, params: IngestParams) -> IngestReport:
     stage = StageClock()
     source = rc.raw_partition_path(params.raw_root, params.logical_date)
@@ -376,9 +366,7 @@ def run(spark: SparkSession, params: IngestParams) -> IngestReport:
 
 def build_parser(prog: str = "ingest_events") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description="Ingest one day of raw event logs into the events Delta table.")
-    parser.add_argument("--logical-date", "--date", dest="logical_date", type=parse_date, required=True,
-                        help="the day to ingest (YYYY-MM-DD): reads <raw>/events/dt=DATE/")
-    add_location_args(parser, raw=True)
+    add_job_args(parser, date_help="the day to ingest (YYYY-MM-DD): reads <raw>/events/dt=DATE/", raw=True)
     parser.add_argument("--format", dest="input_format", default="json", choices=INPUT_FORMATS,
                         help="raw file format: json lines (.gz allowed), csv with a header row, or parquet")
     parser.add_argument("--event-types", default=",".join(rc.EVENT_TYPES), help="comma-separated accepted event types")
@@ -395,7 +383,7 @@ def params_from_args(args: argparse.Namespace, ingested_at: dt.datetime) -> Inge
         raw_root=args.raw_root,
         warehouse=args.warehouse,
         input_format=args.input_format,
-        event_types=tuple(t.strip().lower() for t in args.event_types.split(",") if t.strip()),
+        event_types=event_types_arg(args.event_types),
         allowed_lateness_days=args.allowed_lateness_days,
         max_record_bytes=args.max_record_bytes,
         allow_empty=args.allow_empty,

@@ -10,9 +10,20 @@ from dataclasses import dataclass, field, replace
 from pyspark.sql import SparkSession
 
 
+DEFAULT_MASTER = "local[*]"
+# Resolved by Spark's package resolution like the Delta jars: the export job's JDBC writer needs it, and
+# packages must be known when the JVM starts, so every session carries it (about 1 MB, resolved once).
+POSTGRES_JDBC_PACKAGE = "org.postgresql:postgresql:42.7.14"
+
+
+def under_spark_submit() -> bool:
+    """True when spark-submit launched this interpreter: its JVM (and its --master) came first."""
+    return "PYSPARK_GATEWAY_PORT" in os.environ
+
+
 @dataclass(frozen=True)
 class SparkConfig:
-    master: str = "local[*]"
+    master: str | None = None  # None: spark-submit's --master when launched by it, else DEFAULT_MASTER
     app_name: str = "attnrec"
     shuffle_partitions: int = 8
     driver_memory: str = "4g"
@@ -24,7 +35,8 @@ class SparkConfig:
         """Defaults, then ATTNREC_SPARK_* environment variables, then explicit overrides."""
         env = os.environ if env is None else env
         cfg = cls()
-        if "ATTNREC_SPARK_MASTER" in env:
+        # spark-submit --master X means X: the environment only picks the master of in-process sessions
+        if "ATTNREC_SPARK_MASTER" in env and not under_spark_submit():
             cfg = replace(cfg, master=env["ATTNREC_SPARK_MASTER"])
         if "ATTNREC_SHUFFLE_PARTITIONS" in env:
             cfg = replace(cfg, shuffle_partitions=int(env["ATTNREC_SHUFFLE_PARTITIONS"]))
@@ -52,9 +64,12 @@ def build_spark(cfg: SparkConfig | None = None) -> SparkSession:
     # Python workers must run this interpreter, or torch/pyarrow imports fail on them.
     os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     os.environ.setdefault("PYSPARK_DRIVER_PYTHON", sys.executable)
+    builder = SparkSession.builder
+    if cfg.master is not None or not under_spark_submit():
+        # a builder's master overrides spark-submit's, so it is only set when asked or when nobody else did
+        builder = builder.master(cfg.master or DEFAULT_MASTER)
     builder = (
-        SparkSession.builder.master(cfg.master)
-        .appName(cfg.app_name)
+        builder.appName(cfg.app_name)
         .config("spark.sql.extensions", "io.delta.sql.DeltaSparkSessionExtension")
         .config("spark.sql.catalog.spark_catalog", "org.apache.spark.sql.delta.catalog.DeltaCatalog")
         .config("spark.sql.shuffle.partitions", str(cfg.shuffle_partitions))
@@ -80,7 +95,7 @@ def build_spark(cfg: SparkConfig | None = None) -> SparkSession:
     )
     for key, value in cfg.extra_conf.items():
         builder = builder.config(key, value)
-    spark = configure_spark_with_delta_pip(builder).getOrCreate()
+    spark = configure_spark_with_delta_pip(builder, extra_packages=[POSTGRES_JDBC_PACKAGE]).getOrCreate()
     spark.sparkContext.setLogLevel("ERROR")
     return spark
 

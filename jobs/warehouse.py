@@ -1,8 +1,23 @@
-"""Table locations under a warehouse root (a local path or any Hadoop URI)."""
+"""Table plumbing every job shares: locations under a warehouse root (a local path or any Hadoop URI),
+existence and versions of Delta tables, and the one way a job replaces a date's rows."""
 
 from __future__ import annotations
 
+import datetime as dt
 import os
+
+
+def table_path(warehouse_root: str, table: str) -> str:
+    root = warehouse_root.rstrip("/")
+    if "://" not in root and not root.startswith("/"):
+        root = os.path.abspath(root)  # Delta wants absolute local paths
+    return f"{root}/{table}"
+
+
+def table_exists(spark, path: str) -> bool:
+    from delta.tables import DeltaTable
+
+    return DeltaTable.isDeltaTable(spark, path)
 
 
 def latest_version(spark, path: str) -> int:
@@ -12,8 +27,19 @@ def latest_version(spark, path: str) -> int:
     return int(DeltaTable.forPath(spark, path).history(1).select("version").first()[0])
 
 
-def table_path(warehouse_root: str, table: str) -> str:
-    root = warehouse_root.rstrip("/")
-    if "://" not in root and not root.startswith("/"):
-        root = os.path.abspath(root)  # Delta wants absolute local paths
-    return f"{root}/{table}"
+def read_version(spark, path: str, version: int):
+    """The Delta table at `path` as of `version`: one pinned version for a whole job."""
+    return spark.read.format("delta").option("versionAsOf", version).load(path)
+
+
+def replace_partition(df, path: str, *, column: str, value: dt.date, partition: bool = True,
+                      table_properties: dict[str, str] | None = None) -> int:
+    """Replace exactly the rows with column = value, in one Delta transaction (creates the table if needed,
+    with `table_properties`; an existing table keeps its own). Returns the table version it committed."""
+    writer = df.write.format("delta").mode("overwrite").option("replaceWhere", f"{column} = DATE'{value.isoformat()}'")
+    for key, prop in (table_properties or {}).items():
+        writer = writer.option(key, prop)
+    if partition:
+        writer = writer.partitionBy(column)
+    writer.save(path)
+    return latest_version(df.sparkSession, path)

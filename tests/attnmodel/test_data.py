@@ -4,7 +4,17 @@ import numpy as np
 import pyarrow as pa
 import pytest
 
-from attnmodel.columns import AS_OF_DATE, ITEM_IDX, LENGTH, USER_ID
+from attnmodel.columns import (
+    AS_OF_DATE,
+    EVENTS_VERSION,
+    ITEM_IDX,
+    ITEM_INDEX_VERSION,
+    LENGTH,
+    MAX_ITEM_IDX,
+    SEQUENCE_SNAPSHOTS_TABLE,
+    USER_ID,
+    USER_SEQUENCES_VERSION,
+)
 from attnmodel.data import DataError, leave_one_out, pad_left, read_pairs, read_sequence_table, training_rows
 
 
@@ -67,17 +77,41 @@ def _write_table(path, rows, date_type=pa.string()):
     write_deltalake(str(path), t, partition_by=[AS_OF_DATE], mode="append")
 
 
+def _write_record(root, as_of_date, sequences_version, max_item_idx):
+    from deltalake import write_deltalake
+
+    write_deltalake(str(root / SEQUENCE_SNAPSHOTS_TABLE), pa.table({
+        AS_OF_DATE: pa.array([dt.date.fromisoformat(as_of_date)], pa.date32()),
+        USER_SEQUENCES_VERSION: pa.array([sequences_version], pa.int64()),
+        ITEM_INDEX_VERSION: pa.array([3], pa.int64()), MAX_ITEM_IDX: pa.array([max_item_idx], pa.int32()),
+        EVENTS_VERSION: pa.array([9], pa.int64()), "users": pa.array([1], pa.int64()),
+    }), mode="append")
+
+
 @pytest.mark.parametrize("date_type", [pa.string(), pa.date32()])
-def test_read_delta_table_one_date_and_version(tmp_path, date_type):
+def test_read_snapshot_exactly_as_its_record_says(tmp_path, date_type):
     day = (lambda s: dt.date.fromisoformat(s)) if date_type == pa.date32() else str
-    _write_table(tmp_path / "seq", [("u1", [1, 2, 3], day("2026-11-20")), ("u2", [4, 5], day("2026-11-20"))], date_type)
-    _write_table(tmp_path / "seq", [("u1", [1, 2, 3, 6], day("2026-11-21"))], date_type)
-    s = read_sequence_table(str(tmp_path / "seq"), "2026-11-21")
+    seq = str(tmp_path / "user_sequences")
+    _write_table(seq, [("u1", [1, 2, 3], day("2026-11-20")), ("u2", [4, 5], day("2026-11-20"))], date_type)
+    _write_table(seq, [("u1", [1, 2, 3, 6], day("2026-11-21"))], date_type)
+    with pytest.raises(DataError, match="no snapshot record table"):
+        read_sequence_table(seq, "2026-11-21")
+    _write_record(tmp_path, "2026-11-20", 0, 5)
+    _write_record(tmp_path, "2026-11-21", 1, 7)
+    _write_table(seq, [("u9", [7], day("2026-11-21"))], date_type)  # v2: a snapshot write not (yet) recorded
+    s, record = read_sequence_table(seq, "2026-11-21")
     assert s.user_ids.tolist() == ["u1"] and s.items[0].tolist() == [1, 2, 3, 6]
-    assert "@v1" in s.data_version
-    s0 = read_sequence_table(str(tmp_path / "seq"), "2026-11-20", version=0)
-    assert sorted(s0.user_ids.tolist()) == ["u1", "u2"]
-    with pytest.raises(DataError, match="no sequences"):
-        read_sequence_table(str(tmp_path / "seq"), "2026-11-21", version=0)
+    assert "@v1" in s.data_version and s.n_items == 7  # the record's item count, not the largest item seen
+    assert record[ITEM_INDEX_VERSION] == 3 and record[EVENTS_VERSION] == 9 and record[AS_OF_DATE] == "2026-11-21"
+    s0, _ = read_sequence_table(seq, "2026-11-20")
+    assert sorted(s0.user_ids.tolist()) == ["u1", "u2"] and "@v0" in s0.data_version
+    with pytest.raises(DataError, match="no record of a user_sequences snapshot for 2026-11-22"):
+        read_sequence_table(seq, "2026-11-22")
+
+
+def test_snapshot_with_items_beyond_its_record_is_an_error(tmp_path):
+    seq = str(tmp_path / "user_sequences")
+    _write_table(seq, [("u1", [1, 2, 6], "2026-11-21")])
+    _write_record(tmp_path, "2026-11-21", 0, 5)
     with pytest.raises(ValueError, match="item index 6"):
-        read_sequence_table(str(tmp_path / "seq"), "2026-11-21", n_items=5)
+        read_sequence_table(seq, "2026-11-21")

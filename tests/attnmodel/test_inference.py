@@ -1,11 +1,13 @@
 import json
 
 import numpy as np
+import pyarrow as pa
 import pytest
 import torch
 
 from attnmodel.artifact import load_artifact, save_artifact
-from attnmodel.inference import load_for_inference, pack_ragged, recommend
+from attnmodel.columns import EXCLUDE_IDX, ITEM_IDX, MODEL_VERSION, RANK, SCORE, USER_ID
+from attnmodel.inference import BECAUSE_IDX, load_for_inference, pack_ragged, recommend, recommend_arrow
 
 
 def _seqs():
@@ -72,8 +74,11 @@ def test_pack_ragged():
 
 def test_artifact_round_trip(tmp_path, tiny_model):
     hist = [{"epoch": 1, "loss": 3.0, "valid_ndcg@10": 0.1}, {"epoch": 2, "loss": 2.5, "valid_ndcg@10": 0.2}]
-    save_artifact(tmp_path / "art", tiny_model, metrics={"test": {"ndcg@10": 0.2}}, history=hist,
-                  item_index_version="items@v7", data_version="delta:/x@v3")
+    art = save_artifact(tmp_path, tiny_model, model_version="art", metrics={"test": {"ndcg@10": 0.2}}, history=hist,
+                        meta={"item_index_version": "items@v7", "data_version": "delta:/x@v3"})
+    assert art == tmp_path / "art"
+    with pytest.raises(FileExistsError):
+        save_artifact(tmp_path, tiny_model, model_version="art")
     for f in ("model.pt", "config.json", "meta.json", "metrics.json", "history.json", "training_curve.png"):
         assert (tmp_path / "art" / f).exists(), f
     model, meta = load_artifact(tmp_path / "art")
@@ -84,3 +89,54 @@ def test_artifact_round_trip(tmp_path, tiny_model):
     torch.testing.assert_close(model.score_all(s), tiny_model.score_all(s))
     m2 = load_for_inference(str(tmp_path / "art"), device="cpu")
     assert m2.meta["item_index_version"] == "items@v7"
+
+
+def _batch(histories, exclude=None):
+    cols = {USER_ID: pa.array([f"u{i}" for i in range(len(histories))]),
+            ITEM_IDX: pa.array(histories, pa.list_(pa.int32()))}
+    if exclude is not None:
+        cols[EXCLUDE_IDX] = pa.array(exclude, pa.list_(pa.int32()))
+    return pa.RecordBatch.from_pydict(cols)
+
+
+def _by_user(table):
+    out = {}
+    for r in table.to_pylist():
+        out.setdefault(r[USER_ID], []).append(r)
+    return out
+
+
+def test_arrow_adapter_matches_recommend_and_drops_unknown_items(tiny_model):
+    hist = [[3, 9, 12], [5], [7, 60, 8], [70, 80]]  # 60, 70, 80 are beyond the model's 50 items
+    popularity = (np.array([9, 1, 2, 3, 4, 5, 6, 7, 8, 10, 11]), np.arange(11, 0, -1).astype(np.float32))
+    got = recommend_arrow(tiny_model, _batch(hist), k=6, model_version="m1", popularity=popularity,
+                          popularity_version="popularity-2026-01-05", blocked=[1, 2])
+    assert got.schema.names == [USER_ID, RANK, ITEM_IDX, SCORE, MODEL_VERSION]
+    rows = _by_user(got)
+    known = [[3, 9, 12], [5], [7, 8]]
+    ref = recommend(tiny_model, pack_ragged([np.array(h) for h in known]), k=6, blocked=[1, 2])
+    for u in range(3):
+        mine = rows[f"u{u}"]
+        assert [r[RANK] for r in mine] == list(range(1, 7))
+        assert [r[ITEM_IDX] for r in mine] == ref["item_idx"][u].tolist()
+        np.testing.assert_allclose([r[SCORE] for r in mine], ref["score"][u], rtol=1e-6)
+        assert {r[MODEL_VERSION] for r in mine} == {"m1"}
+        assert not {r[ITEM_IDX] for r in mine} & ({1, 2} | set(hist[u]))
+    # u3 knows no item: cold, popularity minus blocked (1, 2) and its own history (none known to the list)
+    assert [r[ITEM_IDX] for r in rows["u3"]] == [9, 3, 4, 5, 6, 7]
+    assert {r[MODEL_VERSION] for r in rows["u3"]} == {"popularity-2026-01-05"}
+
+
+def test_arrow_adapter_exclude_column_and_explanations(tiny_model):
+    hist = [[3, 9, 12, 4], [70]]
+    exclude = [[3, 9, 12, 4, 20, 21, 22], [9, 70]]  # e.g. everything seen, beyond the kept window
+    popularity = (np.array([9, 1, 2, 3]), np.array([4, 3, 2, 1], np.float32))
+    got = _by_user(recommend_arrow(tiny_model, _batch(hist, exclude), k=10, model_version="m1", explain=True,
+                                   popularity=popularity))
+    assert len(got["u0"]) == 10 and not {r[ITEM_IDX] for r in got["u0"]} & set(exclude[0])
+    assert all(set(r[BECAUSE_IDX]) <= set(hist[0]) and r[BECAUSE_IDX] for r in got["u0"])
+    # cold and fewer candidates than k: only what remains, no padding
+    assert [r[ITEM_IDX] for r in got["u1"]] == [1, 2, 3] and all(r[BECAUSE_IDX] == [] for r in got["u1"])
+    # null exclude = nothing excluded: history items may come back
+    none = _by_user(recommend_arrow(tiny_model, _batch([[3, 9]], [None]), k=50, model_version="m1"))
+    assert {3, 9} <= {r[ITEM_IDX] for r in none["u0"]} and len(none["u0"]) == 50

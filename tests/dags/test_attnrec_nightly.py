@@ -78,5 +78,8 @@ def test_dag_test_runs_the_pipeline(tmp_path, spark):
     )
     assert run.returncode == 0, (run.stdout + run.stderr)[-5000:]
     assert "STATE success" in run.stdout, (run.stdout + run.stderr)[-5000:]
-    assert (artifacts / "model-2026-03-03" / "config.json").exists()
+    models = list((artifacts / "models").glob("*/meta.json"))
+    assert len(models) == 1
+    meta = json.loads(models[0].read_text())
+    assert meta["snapshot"]["as_of_date"] == "2026-03-03" and meta["item_index_version"] != ""
     assert spark.read.format("delta").load(str(warehouse / "user_sequences")).count() == 150
