@@ -13,7 +13,6 @@ import inspect
 import sys
 import time
 
-from attnmodel.columns import ITEM_INDEX_TABLE
 from jobs.common import JobInputError, default_raw_root, default_warehouse, fail, parse_date
 
 # subcommand -> (module, function, one-line help). Modules are imported only when their command runs,
@@ -24,6 +23,8 @@ STEPS = {
     "ingest": ("jobs.ingest_events", "main", "ingest one day of raw logs into the events table"),
     "sequences": ("jobs.build_sequences", "main", "build the user_sequences snapshot for one date"),
     "train": ("attnmodel.cli", "train_main", "train the attention model and write a model artefact"),
+    "score": ("jobs.score_users", "main", "score every user of a snapshot with a model: top-N to recommendations"),
+    "export": ("jobs.export_recommendations", "main", "export a date's recommendations to files, Redis, PostgreSQL"),
 }
 DEMO_DAYS = 14
 
@@ -51,18 +52,6 @@ def _has_raw_partitions(raw_root: str) -> bool:
     import os
 
     return bool(glob.glob(os.path.join(raw_root, "events", "dt=*")))
-
-
-def _item_index_state(spark, warehouse: str) -> tuple[int, int]:
-    """(largest item_idx, Delta version) of item_index: the model's item table must cover every indexed item."""
-    from pyspark.sql import functions as F
-
-    from jobs.warehouse import latest_version, table_path
-
-    path = table_path(warehouse, ITEM_INDEX_TABLE)
-    version = latest_version(spark, path)
-    n_items = spark.read.format("delta").option("versionAsOf", version).load(path).agg(F.max("item_idx")).first()[0] or 0
-    return int(n_items), version
 
 
 def run_pipeline(args: argparse.Namespace) -> int:
@@ -97,17 +86,15 @@ def run_pipeline(args: argparse.Namespace) -> int:
         return rc
     ran.append(f"sequences {args.date}")
     if not args.skip_train:
-        model_dir = f"{args.artifacts.rstrip('/')}/model-{args.date.isoformat()}"
-        n_items, index_version = _item_index_state(spark, args.warehouse)
+        models_root = f"{args.artifacts.rstrip('/')}/models"
         train_argv = ["--table", f"{args.warehouse.rstrip('/')}/user_sequences", "--as-of-date", args.date.isoformat(),
-                      "--out", model_dir, "--epochs", str(args.epochs), "--max-len", str(args.max_len),
-                      "--n-items", str(n_items), "--item-index-version", str(index_version)]
+                      "--out", models_root, "--epochs", str(args.epochs), "--max-len", str(args.max_len)]
         if args.device:
             train_argv += ["--device", args.device]
         rc = _call("train", train_argv)
         if rc:
             return rc
-        ran.append(f"train -> {model_dir}")
+        ran.append(f"train -> {models_root}/")
     print(f"[run] ran: {'; '.join(ran)}; not yet part of the pipeline: scoring, export; "
           f"{time.monotonic() - started:.1f} s", flush=True)
     return 0
