@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed-stamp
 DEMO_DATE ?= 2026-01-14
 PYTEST_ARGS ?=
 
-.PHONY: install run test java clean
+.PHONY: install run test java services clean
 
 java:
 	@command -v java >/dev/null 2>&1 || { \
@@ -28,8 +28,13 @@ install: java $(STAMP)
 run: install
 	$(VENV)/bin/attnrec run --demo --date $(DEMO_DATE)
 
-test: install
+# Redis and PostgreSQL for the export tests: installed here (Debian's packages) when missing; the tests start
+# throwaway servers on free loopback ports through the same script and stop them afterwards.
+services:
+	infra/services.sh install
+
+test: install services
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 clean:
-	rm -rf raw warehouse artifacts spark-warehouse metastore_db derby.log
+	rm -rf raw warehouse artifacts exports spark-warehouse metastore_db derby.log

@@ -15,15 +15,15 @@ from attnmodel.artifact import load_artifact
 from attnmodel.inference import pack_ragged, recommend
 from jobs.score_users import ScoreParams, main, run
 from jobs.warehouse import latest_version
-from tests.jobs.scoring_world import D1, D2, D3, NEW_ITEMS, build_world, last_json, train_model
+from tests.jobs.scoring_world import D1, D2, D3, NEW_ITEMS, last_json, train_model
 
 ROOT = Path(__file__).resolve().parents[2]
 TOP_N = 10
 
 
 @pytest.fixture(scope="module")
-def world(spark, tmp_path_factory):
-    return build_world(spark, tmp_path_factory.mktemp("scoring"))
+def world(scoring_world):
+    return scoring_world
 
 
 @pytest.fixture(scope="module")
