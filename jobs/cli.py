@@ -86,17 +86,30 @@ def run_pipeline(args: argparse.Namespace) -> int:
         return rc
     ran.append(f"sequences {args.date}")
     if not args.skip_train:
+        from attnmodel.artifact import new_model_version
+
         models_root = f"{args.artifacts.rstrip('/')}/models"
+        model_version = new_model_version()
         train_argv = ["--table", f"{args.warehouse.rstrip('/')}/user_sequences", "--as-of-date", args.date.isoformat(),
-                      "--out", models_root, "--epochs", str(args.epochs), "--max-len", str(args.max_len)]
+                      "--out", models_root, "--model-version", model_version, "--epochs", str(args.epochs),
+                      "--max-len", str(args.max_len)]
         if args.device:
             train_argv += ["--device", args.device]
         rc = _call("train", train_argv)
         if rc:
             return rc
-        ran.append(f"train -> {models_root}/")
-    print(f"[run] ran: {'; '.join(ran)}; not yet part of the pipeline: scoring, export; "
-          f"{time.monotonic() - started:.1f} s", flush=True)
+        ran.append(f"train -> {models_root}/{model_version}")
+        rc = _call("score", ["--date", args.date.isoformat(), "--warehouse", args.warehouse,
+                             "--model", f"{models_root}/{model_version}", "--top-n", str(args.top_n)], spark=spark)
+        if rc:
+            return rc
+        ran.append(f"score {args.date}")
+        rc = _call("export", ["--date", args.date.isoformat(), "--warehouse", args.warehouse, "--to", args.export_to,
+                              "--exports", args.exports], spark=spark)
+        if rc:
+            return rc
+        ran.append(f"export {args.date} -> {args.export_to}")
+    print(f"[run] ran: {'; '.join(ran)}; {time.monotonic() - started:.1f} s", flush=True)
     return 0
 
 
@@ -106,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (_, _, help_text) in STEPS.items():
         # arguments are parsed by the step itself (so `attnrec STEP --help` shows the step's own options)
         sub.add_parser(name, help=help_text, add_help=False)
-    run = sub.add_parser("run", help="run every step that exists for --date (ingest, sequences, train)")
+    run = sub.add_parser("run", help="run every step for --date (ingest, sequences, train, score, export)")
     run.add_argument("--date", "--logical-date", dest="date", type=parse_date, required=True)
     run.add_argument("--from-date", type=parse_date, default=None,
                      help="also ingest every day from this date (a backfill); default: --date only")
@@ -119,7 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--master", default=None)
     run.add_argument("--max-len", type=int, default=200)
     run.add_argument("--epochs", type=int, default=5)
-    run.add_argument("--skip-train", action="store_true")
+    run.add_argument("--skip-train", action="store_true", help="stop after sequences (no training, scoring, export)")
+    run.add_argument("--top-n", type=int, default=100)
+    run.add_argument("--export-to", default="files", help="export targets (files,redis,postgres; default files)")
+    run.add_argument("--exports", default="exports", help="root of the file exports (default ./exports)")
     run.add_argument("--device", default=None, help="training device (default: cuda when available, else cpu)")
     run.add_argument("--allow-empty", action="store_true")
     return parser
