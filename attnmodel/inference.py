@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import torch
 
 from attnmodel.columns import EXCLUDE_IDX, ITEM_IDX, MODEL_VERSION, PADDING_IDX, RANK, SCORE, USER_ID
@@ -19,14 +20,40 @@ BECAUSE_IDX = "because_idx"  # adapter output: item indexes of the history items
 def pack_ragged(rows, dtype=np.int64) -> np.ndarray:
     """List of 1-D arrays -> (B, longest) left-padded matrix, vectorised (no loop over rows)."""
     lens = np.fromiter((len(r) for r in rows), dtype=np.int64, count=len(rows))
-    width = max(int(lens.max(initial=0)), 1)
-    out = np.zeros((len(rows), width), dtype=dtype)
-    if lens.sum():
-        flat = np.concatenate([np.asarray(r, dtype=dtype) for r in rows])
-        r = np.repeat(np.arange(len(rows)), lens)
-        c = np.arange(len(flat)) - np.repeat(np.cumsum(lens) - lens, lens) + np.repeat(width - lens, lens)
-        out[r, c] = flat
+    flat = np.concatenate([np.asarray(r, dtype=dtype) for r in rows]) if lens.sum() else np.zeros(0, dtype)
+    return pack_flat(flat, lens, dtype=dtype)
+
+
+def pack_flat(flat: np.ndarray, lens: np.ndarray, width: int | None = None, dtype=np.int64) -> np.ndarray:
+    """Rows given as one flat array and their lengths -> (B, width) left-padded matrix of each row's last
+    `width` values (default: the longest row)."""
+    lens = np.asarray(lens, dtype=np.int64)
+    longest = int(lens.max(initial=0))
+    width = max(longest if width is None else width, 1)
+    out = np.zeros((len(lens), width), dtype=dtype)
+    if len(flat):
+        starts = np.cumsum(lens) - lens
+        pos = np.arange(len(flat)) - np.repeat(starts, lens)  # position inside its row
+        keep_from = np.repeat(np.maximum(lens - width, 0), lens)
+        kept = pos >= keep_from
+        r = np.repeat(np.arange(len(lens)), lens)[kept]
+        c = (pos - keep_from + np.repeat(width - np.minimum(lens, width), lens))[kept]
+        out[r, c] = flat[kept]
     return out
+
+
+def _flat_lists(column: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """A list<int> Arrow column -> (flat int64 values, length per row); a null list is empty."""
+    column = column.combine_chunks() if isinstance(column, pa.ChunkedArray) else column
+    lens = pc.fill_null(pc.list_value_length(column), 0).to_numpy(zero_copy_only=False).astype(np.int64)
+    flat = pc.list_flatten(column).to_numpy(zero_copy_only=False).astype(np.int64)
+    return flat, lens
+
+
+def _keep(flat: np.ndarray, lens: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Drop the values where mask is False, row lengths following."""
+    row = np.repeat(np.arange(len(lens)), lens)
+    return flat[mask], np.bincount(row[mask], minlength=len(lens)).astype(np.int64)
 
 
 def right_align(seqs: torch.Tensor, check: bool = True) -> torch.Tensor:
@@ -174,36 +201,42 @@ def recommend_arrow(
     """
     n_items = model.cfg.n_items
     users = batch.column(USER_ID)
-    hist = [np.asarray(h if h is not None else [], dtype=np.int64) for h in batch.column(ITEM_IDX).to_pylist()]
-    hist = [h[(h >= 1) & (h <= n_items)] for h in hist]  # unknown to the model: dropped, not an error
+    flat, lens = _flat_lists(batch.column(ITEM_IDX))
+    flat, lens = _keep(flat, lens, (flat >= 1) & (flat <= n_items))  # unknown to the model: dropped, not an error
     if EXCLUDE_IDX in batch.schema.names:
-        exclude = [np.asarray(e if e is not None else [], dtype=np.int64) for e in batch.column(EXCLUDE_IDX).to_pylist()]
+        ex_flat, ex_lens = _flat_lists(batch.column(EXCLUDE_IDX))
+        ex_flat, ex_lens = _keep(ex_flat, ex_lens, (ex_flat >= 1) & (ex_flat <= n_items))
     else:
-        exclude = hist
+        ex_flat, ex_lens = flat, lens
     blocked = np.asarray([] if blocked is None else blocked, dtype=np.int64)
-    warm = np.flatnonzero([len(h) > 0 for h in hist])
-    cold = np.flatnonzero([len(h) == 0 for h in hist])
+    warm, cold = np.flatnonzero(lens > 0), np.flatnonzero(lens == 0)
     parts = []
     if len(warm):
-        width = min(max(len(hist[i]) for i in warm), model.cfg.max_len)
-        seqs = pack_ragged([hist[i][-width:] for i in warm])
-        ex = pack_ragged([exclude[i] for i in warm]) if len(warm) else None
+        seqs = pack_flat(*_take_rows(flat, lens, warm), width=min(int(lens.max()), model.cfg.max_len))
+        ex = pack_flat(*_take_rows(ex_flat, ex_lens, warm))
         out = recommend(model, seqs, k=k, exclude=ex, explain=explain, n_explain=n_explain, blocked=blocked,
                         batch_size=batch_size)
         parts.append(_long_rows(warm, out["item_idx"], out["score"], out.get("explanation")))
     if len(cold):
+        # the exclusion of a cold user may hold items the model does not know: take it unfiltered
+        if EXCLUDE_IDX in batch.schema.names:
+            ex_flat, ex_lens = _flat_lists(batch.column(EXCLUDE_IDX))
+        else:
+            ex_flat, ex_lens = _flat_lists(batch.column(ITEM_IDX))
+        ex_starts = np.cumsum(ex_lens) - ex_lens
         pop_items, pop_scores = (np.asarray(a) for a in popularity) if popularity is not None else (np.zeros(0, np.int64), np.zeros(0, np.float32))
         allowed = ~np.isin(pop_items, blocked)
         pop_items, pop_scores = pop_items[allowed], pop_scores[allowed]
         rows, items, scores = [], [], []
-        for i in cold:
-            keep = ~np.isin(pop_items[: k + len(exclude[i])], exclude[i])
+        for i in cold:  # cold users are few: a short loop, each step vectorised
+            excluded = ex_flat[ex_starts[i]:ex_starts[i] + ex_lens[i]]
+            keep = ~np.isin(pop_items[: k + len(excluded)], excluded)
             chosen = np.flatnonzero(keep)[:k]
             rows.append(np.full(len(chosen), i)), items.append(pop_items[chosen]), scores.append(pop_scores[chosen])
         row = np.concatenate(rows) if rows else np.zeros(0, np.int64)
         ranks = np.concatenate([np.arange(1, len(r) + 1) for r in rows]) if rows else np.zeros(0, np.int64)
         parts.append((row, ranks, np.concatenate(items), np.concatenate(scores).astype(np.float32),
-                      [np.zeros(0, np.int64)] * len(row) if explain else None, False))
+                      (np.zeros(0, np.int64), np.zeros(len(row), np.int64)) if explain else None, False))
     row = np.concatenate([p[0] for p in parts]).astype(np.int64) if parts else np.zeros(0, np.int64)
     from_model = np.concatenate([np.full(len(p[0]), p[5]) for p in parts]) if parts else np.zeros(0, bool)
     columns = {
@@ -214,8 +247,18 @@ def recommend_arrow(
         MODEL_VERSION: pa.array(np.where(from_model, model_version, popularity_version), pa.string()),
     }
     if explain:
-        columns[BECAUSE_IDX] = pa.array([b for p in parts for b in p[4]], pa.list_(pa.int32()))
+        lens = np.concatenate([p[4][1] for p in parts]) if parts else np.zeros(0, np.int64)
+        offsets = np.concatenate([[0], np.cumsum(lens)]).astype(np.int32)
+        values = np.concatenate([p[4][0] for p in parts]).astype(np.int32) if parts else np.zeros(0, np.int32)
+        columns[BECAUSE_IDX] = pa.ListArray.from_arrays(pa.array(offsets), pa.array(values))
     return pa.RecordBatch.from_pydict(columns)
+
+
+def _take_rows(flat: np.ndarray, lens: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The flat values and lengths of the chosen rows."""
+    if len(rows) == len(lens):
+        return flat, lens
+    return _keep(flat, lens, np.isin(np.repeat(np.arange(len(lens)), lens), rows))[0], lens[rows]
 
 
 def _long_rows(rows_of, item_idx, score, explanation):
@@ -223,8 +266,10 @@ def _long_rows(rows_of, item_idx, score, explanation):
     real = item_idx != PADDING_IDX
     r, c = np.nonzero(real)
     because = None
-    if explanation is not None:
-        because = [e[e != PADDING_IDX] for e in explanation[r, c]]
+    if explanation is not None:  # (values, length per row) of each row's non-padding explanation items
+        chosen = explanation[r, c]
+        named = chosen != PADDING_IDX
+        because = (chosen[named], named.sum(1))
     return rows_of[r], c + 1, item_idx[r, c], score[r, c], because, True
 
 

@@ -7,7 +7,7 @@ import torch
 
 from attnmodel.artifact import load_artifact, save_artifact
 from attnmodel.columns import EXCLUDE_IDX, ITEM_IDX, MODEL_VERSION, RANK, SCORE, USER_ID
-from attnmodel.inference import BECAUSE_IDX, load_for_inference, pack_ragged, recommend, recommend_arrow
+from attnmodel.inference import BECAUSE_IDX, load_for_inference, pack_flat, pack_ragged, recommend, recommend_arrow
 
 
 def _seqs():
@@ -70,6 +70,9 @@ def test_item_beyond_table_is_an_error(tiny_model):
 def test_pack_ragged():
     np.testing.assert_array_equal(pack_ragged([np.array([1, 2, 3]), np.array([4]), np.array([], dtype=np.int64)]),
                                   [[1, 2, 3], [0, 0, 4], [0, 0, 0]])
+    # the last `width` values of each row, left-padded
+    np.testing.assert_array_equal(pack_flat(np.array([1, 2, 3, 4, 5, 6]), np.array([3, 1, 0, 2]), width=2),
+                                  [[2, 3], [0, 4], [0, 0], [5, 6]])
 
 
 def test_artifact_round_trip(tmp_path, tiny_model):
