@@ -149,6 +149,30 @@ def test_redis_reader_never_sees_a_mixed_or_empty_list_and_backfills_stay_behind
     assert client.get(f"{prefix}:live_date").decode() == D3.isoformat()
 
 
+def test_redis_export_that_fails_mid_write_leaves_the_previous_lists_live(spark, world, tmp_path, services):
+    prefix, client = RedisTarget.prefix, _redis()
+    # long lists (about 5 KB a user), so that the namespace is large next to a connection's own memory
+    score(spark, ScoreParams(logical_date=D3, model=world.model_a, warehouse=world.warehouse, top_n=100))
+    live = run(spark, _params(world, D3, tmp_path, "redis")).targets["redis"]["namespace"]
+    users = sorted(_expected_lists(spark, world, D3))
+    before = _read_live(client, prefix, users)
+    used = int(client.info("memory")["used_memory"])
+    client.config_set("maxmemory-policy", "noeviction")
+    client.config_set("maxmemory", str(used + 300_000))  # room for some of the keys, not for the whole namespace
+    try:
+        with pytest.raises(Exception, match="OOM|maxmemory"):
+            run(spark, _params(world, D3, tmp_path, "redis", run_token="killed"))
+    finally:
+        client.config_set("maxmemory", "0")
+    half = f"{prefix}:{D3.isoformat()}:killed"
+    assert 0 < len(list(client.scan_iter(match=f"{half}:u:*"))) < len(users)  # it died mid-write
+    assert _read_live(client, prefix, users) == before and before[0] == live
+    # the next export succeeds and sets the half-written namespace (and the one it replaces) to expire
+    after = run(spark, _params(world, D3, tmp_path, "redis"))
+    assert after.targets["redis"]["live"] and {half, live} <= set(after.targets["redis"]["expiring_namespaces"])
+    assert 0 < client.ttl(next(client.scan_iter(match=f"{half}:u:*")))
+
+
 def _pg_rows(conn, sql, *args):
     return conn.execute(sql, args).fetchall()
 
