@@ -263,7 +263,7 @@ def run(spark: SparkSession, params: ScoreParams) -> ScoreReport:
                  .filter(F.col(AS_OF_DATE) == F.lit(day)))
     item_index = read_version(spark, table_path(params.warehouse, ITEM_INDEX_TABLE), record[ITEM_INDEX_VERSION])
     events = read_version(spark, table_path(params.warehouse, EVENTS_TABLE), record[EVENTS_VERSION])
-    snapshot_users = sequences.count()
+    snapshot_users = int(record["users"])  # counted by build_sequences when it wrote the snapshot
     if snapshot_users == 0:
         raise JobInputError(f"the user_sequences snapshot for {day} is empty (version {record[USER_SEQUENCES_VERSION]}): "
                             "nothing to score")
@@ -290,7 +290,8 @@ def run(spark: SparkSession, params: ScoreParams) -> ScoreReport:
     scorer = make_scorer(model_name=model_name, model_version=model_version, popularity_version=f"popularity-{day}",
                          ids_bc=ids_bc, blocked_bc=blocked_bc, popularity_bc=popularity_bc, top_n=params.top_n,
                          explain=params.explain, n_explain=params.n_explain, batch_size=params.batch_size)
-    recommendations = with_as_of_date(to_score.repartition(tasks).mapInArrow(scorer, RECOMMENDATIONS_SCHEMA), day)
+    # by user hash: a round-robin repartition would first sort every row (histories included) to be deterministic
+    recommendations = with_as_of_date(to_score.repartition(tasks, USER_ID).mapInArrow(scorer, RECOMMENDATIONS_SCHEMA), day)
     path = table_path(params.warehouse, RECOMMENDATIONS_TABLE)
     version = replace_partition(recommendations, path, column=AS_OF_DATE, value=day)
     stage.lap("score_and_write")
