@@ -83,3 +83,32 @@ def test_dag_test_runs_the_pipeline(tmp_path, spark):
     meta = json.loads(models[0].read_text())
     assert meta["snapshot"]["as_of_date"] == "2026-03-03" and meta["item_index_version"] != ""
     assert spark.read.format("delta").load(str(warehouse / "user_sequences")).count() == 150
+
+
+TIMETABLE = """
+import json, pendulum
+from airflow.dag_processing.dagbag import DagBag
+from airflow.serialization.encoders import coerce_to_core_timetable
+from airflow.timetables.base import DataInterval, TimeRestriction
+dag = DagBag(dag_folder="dags").dags["attnrec_nightly"]
+timetable = coerce_to_core_timetable(dag.timetable)
+utc = pendulum.UTC
+last = DataInterval(pendulum.datetime(2026, 3, 2, tz=utc), pendulum.datetime(2026, 3, 3, tz=utc))
+info = timetable.next_dagrun_info(last_automated_data_interval=last,
+                                  restriction=TimeRestriction(earliest=None, latest=None, catchup=True))
+task = dag.get_task("ingest_events")
+command = task.render_template(task.bash_command, {"data_interval_start": info.data_interval.start})
+print(json.dumps({"start": info.data_interval.start.isoformat(), "end": info.data_interval.end.isoformat(),
+                  "run_after": info.run_after.isoformat(), "command": command}))
+"""
+
+
+def test_the_real_timetable_processes_the_day_that_has_ended(tmp_path):
+    out = subprocess.run([sys.executable, "-c", TIMETABLE], cwd=ROOT, env=_airflow_env(tmp_path),
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-3000:]
+    info = json.loads(out.stdout.strip().splitlines()[-1])
+    # the run that starts at midnight on 03-04 covers 03-03, the day that has just ended, and ingests that day
+    assert info["run_after"].startswith("2026-03-04T00:00:00")
+    assert info["start"].startswith("2026-03-03T00:00:00") and info["end"].startswith("2026-03-04T00:00:00")
+    assert "--logical-date 2026-03-03 " in info["command"]
