@@ -53,7 +53,10 @@ from jobs.warehouse import read_version, replace_partition, table_exists, table_
 EXCLUDE_MODES = ("all", "window", "none")
 RECOMMENDATIONS_SCHEMA = (f"{USER_ID} string, {RANK} int, {ITEM_ID} string, {SCORE} float, {MODEL_VERSION} string, "
                           f"{BECAUSE} array<string>")
-USERS_PER_TASK = 20_000  # spreads a snapshot stored in few files over every core (and bounds a task's memory)
+USERS_PER_TASK = 20_000
+# Readers select a date's partition; min/max statistics on every column cost 1.2 s per 2M rows to collect
+# (3.27 -> 2.09 s measured) and would skip nothing but a lookup by user. An existing table keeps its own.
+RECOMMENDATIONS_TABLE_PROPERTIES = {"delta.dataSkippingStatsColumns": USER_ID}  # spreads a snapshot stored in few files over every core (and bounds a task's memory)
 
 
 @dataclass(frozen=True)
@@ -293,7 +296,8 @@ def run(spark: SparkSession, params: ScoreParams) -> ScoreReport:
     # by user hash: a round-robin repartition would first sort every row (histories included) to be deterministic
     recommendations = with_as_of_date(to_score.repartition(tasks, USER_ID).mapInArrow(scorer, RECOMMENDATIONS_SCHEMA), day)
     path = table_path(params.warehouse, RECOMMENDATIONS_TABLE)
-    version = replace_partition(recommendations, path, column=AS_OF_DATE, value=day)
+    version = replace_partition(recommendations, path, column=AS_OF_DATE, value=day,
+                                table_properties=RECOMMENDATIONS_TABLE_PROPERTIES)
     stage.lap("score_and_write")
     for bc in (ids_bc, blocked_bc, popularity_bc):
         bc.unpersist()
