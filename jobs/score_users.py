@@ -16,9 +16,12 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import hashlib
 import json
 import os
+import shutil
 import sys
+import tempfile
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -208,23 +211,41 @@ def snapshot_record(spark: SparkSession, warehouse: str, logical_date: dt.date) 
 
 
 def ship_model(spark: SparkSession, model: str) -> tuple[str, dict]:
-    """Register the artefact directory with Spark (executors fetch it once each) and read its meta on the driver."""
+    """Register the artefact with Spark (executors fetch it once each) and read its meta on the driver; returns
+    the name SparkFiles knows it by. A local directory travels as a zip archive (Spark ships local directories
+    only in local mode); a Hadoop URI as a directory."""
     from pyspark import SparkFiles
 
     uri = model.rstrip("/")
     local = uri[len("file://"):] if uri.startswith("file://") else (uri if "://" not in uri else None)
-    if local is not None:
-        uri = os.path.abspath(local)
-        if not os.path.isfile(os.path.join(uri, "meta.json")) or not os.path.isfile(os.path.join(uri, "model.pt")):
-            raise JobInputError(f"model {model} is not a model artefact (no meta.json / model.pt): "
-                                "pass --model with a directory written by `attnrec train`")
-    name = uri.rsplit("/", 1)[-1]
     try:
-        spark.sparkContext.addFile(uri, recursive=True)
-        with open(os.path.join(SparkFiles.get(name), "meta.json")) as f:
+        if local is not None:
+            local = os.path.abspath(local)
+            if not os.path.isfile(os.path.join(local, "meta.json")) or not os.path.isfile(os.path.join(local, "model.pt")):
+                raise JobInputError(f"model {model} is not a model artefact (no meta.json / model.pt): "
+                                    "pass --model with a directory written by `attnrec train`")
+            name = f"{os.path.basename(local)}.zip"
+            # One archive per artefact path, kept: artefacts are immutable, and Spark refuses a second path
+            # under a name it has already shipped (a rerun in the same session registers the same one again).
+            scratch = os.path.join(tempfile.gettempdir(), "attnrec-model-archives",
+                                   hashlib.sha256(local.encode()).hexdigest()[:16])
+            archive = os.path.join(scratch, name)
+            if not os.path.exists(archive):
+                os.makedirs(scratch, exist_ok=True)
+                partial = shutil.make_archive(os.path.join(scratch, f".partial-{os.getpid()}"), "zip", local)
+                os.replace(partial, archive)
+            spark.sparkContext.addArchive(archive)
+            directory = local
+        else:
+            name = uri.rsplit("/", 1)[-1]
+            spark.sparkContext.addFile(uri, recursive=True)
+            directory = SparkFiles.get(name)
+        with open(os.path.join(directory, "meta.json")) as f:
             meta = json.load(f)
-        with open(os.path.join(SparkFiles.get(name), "config.json")) as f:
+        with open(os.path.join(directory, "config.json")) as f:
             meta["config"] = json.load(f)
+    except JobInputError:
+        raise
     except Exception as exc:  # any Hadoop filesystem error: say which model and why, in one line
         raise JobInputError(f"model {model} could not be read: {str(exc).strip().splitlines()[0][:300]}") from None
     return name, meta

@@ -1,4 +1,6 @@
-"""Shared fixtures: one local Spark session (Delta enabled) for the whole test run."""
+"""Shared fixtures: one local Spark session (Delta enabled) for the whole test run, and the scoring world
+(a small warehouse with two snapshots and a model trained in the test) that the scoring, export and cluster
+tests share."""
 
 from __future__ import annotations
 
@@ -14,3 +16,10 @@ def spark():
     )
     yield session
     session.stop()
+
+
+@pytest.fixture(scope="session")
+def scoring_world(spark, tmp_path_factory):
+    from tests.jobs.scoring_world import build_world
+
+    return build_world(spark, tmp_path_factory.mktemp("scoring"))

@@ -1,4 +1,4 @@
-"""Fixtures shared by the job tests: the scoring world (a warehouse with a trained model) and the export servers."""
+"""Fixtures shared by the job tests: the export servers."""
 
 from __future__ import annotations
 
@@ -9,14 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.jobs.scoring_world import build_world
-
 ROOT = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture(scope="session")
-def scoring_world(spark, tmp_path_factory):
-    return build_world(spark, tmp_path_factory.mktemp("scoring"))
 
 
 @pytest.fixture(scope="session")
