@@ -73,7 +73,8 @@ def test_dag_test_runs_the_pipeline(tmp_path, spark):
     run = subprocess.run(
         [sys.executable, "-c", "import pendulum, runpy; m = runpy.run_path('dags/attnrec_nightly.py', run_name='t'); "
                                "[setattr(t, 'retries', 0) for t in m['dag'].tasks]; "  # a failure must fail now, not wait for a retry
-                               "r = m['dag'].test(logical_date=pendulum.datetime(2026, 3, 3, tz='UTC')); print('STATE', r.state)"],
+                               # the run after midnight on 03-04 processes 03-03, the day that has ended
+                               "r = m['dag'].test(logical_date=pendulum.datetime(2026, 3, 4, tz='UTC')); print('STATE', r.state)"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=900,
     )
     assert run.returncode == 0, (run.stdout + run.stderr)[-5000:]
