@@ -7,6 +7,8 @@ each batch is trimmed to its longest row, which the model's right-anchored posit
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -203,11 +205,9 @@ def recommend_arrow(
     users = batch.column(USER_ID)
     flat, lens = _flat_lists(batch.column(ITEM_IDX))
     flat, lens = _keep(flat, lens, (flat >= 1) & (flat <= n_items))  # unknown to the model: dropped, not an error
-    if EXCLUDE_IDX in batch.schema.names:
-        ex_flat, ex_lens = _flat_lists(batch.column(EXCLUDE_IDX))
-        ex_flat, ex_lens = _keep(ex_flat, ex_lens, (ex_flat >= 1) & (ex_flat <= n_items))
-    else:
-        ex_flat, ex_lens = flat, lens
+    # Unfiltered: recommend ignores excluded items beyond the model's table, and a cold user's popularity list
+    # may hold exactly those items.
+    ex_flat, ex_lens = _flat_lists(batch.column(EXCLUDE_IDX if EXCLUDE_IDX in batch.schema.names else ITEM_IDX))
     blocked = np.asarray([] if blocked is None else blocked, dtype=np.int64)
     warm, cold = np.flatnonzero(lens > 0), np.flatnonzero(lens == 0)
     parts = []
@@ -218,40 +218,51 @@ def recommend_arrow(
                         batch_size=batch_size)
         parts.append(_long_rows(warm, out["item_idx"], out["score"], out.get("explanation")))
     if len(cold):
-        # the exclusion of a cold user may hold items the model does not know: take it unfiltered
-        if EXCLUDE_IDX in batch.schema.names:
-            ex_flat, ex_lens = _flat_lists(batch.column(EXCLUDE_IDX))
-        else:
-            ex_flat, ex_lens = _flat_lists(batch.column(ITEM_IDX))
-        ex_starts = np.cumsum(ex_lens) - ex_lens
-        pop_items, pop_scores = (np.asarray(a) for a in popularity) if popularity is not None else (np.zeros(0, np.int64), np.zeros(0, np.float32))
-        allowed = ~np.isin(pop_items, blocked)
-        pop_items, pop_scores = pop_items[allowed], pop_scores[allowed]
-        rows, items, scores = [], [], []
-        for i in cold:  # cold users are few: a short loop, each step vectorised
-            excluded = ex_flat[ex_starts[i]:ex_starts[i] + ex_lens[i]]
-            keep = ~np.isin(pop_items[: k + len(excluded)], excluded)
-            chosen = np.flatnonzero(keep)[:k]
-            rows.append(np.full(len(chosen), i)), items.append(pop_items[chosen]), scores.append(pop_scores[chosen])
-        row = np.concatenate(rows) if rows else np.zeros(0, np.int64)
-        ranks = np.concatenate([np.arange(1, len(r) + 1) for r in rows]) if rows else np.zeros(0, np.int64)
-        parts.append((row, ranks, np.concatenate(items), np.concatenate(scores).astype(np.float32),
-                      (np.zeros(0, np.int64), np.zeros(len(row), np.int64)) if explain else None, False))
-    row = np.concatenate([p[0] for p in parts]).astype(np.int64) if parts else np.zeros(0, np.int64)
-    from_model = np.concatenate([np.full(len(p[0]), p[5]) for p in parts]) if parts else np.zeros(0, bool)
+        parts.append(_popular_rows(cold, ex_flat, ex_lens, popularity, blocked, k, explain))
+    row = np.concatenate([p.row for p in parts]).astype(np.int64) if parts else np.zeros(0, np.int64)
+    from_model = np.concatenate([np.full(len(p.row), p.from_model) for p in parts]) if parts else np.zeros(0, bool)
     columns = {
         USER_ID: users.take(pa.array(row)),
-        RANK: pa.array(np.concatenate([p[1] for p in parts]) if parts else [], pa.int32()),
-        ITEM_IDX: pa.array(np.concatenate([p[2] for p in parts]) if parts else [], pa.int32()),
-        SCORE: pa.array(np.concatenate([p[3] for p in parts]) if parts else [], pa.float32()),
+        RANK: pa.array(np.concatenate([p.rank for p in parts]) if parts else [], pa.int32()),
+        ITEM_IDX: pa.array(np.concatenate([p.item_idx for p in parts]) if parts else [], pa.int32()),
+        SCORE: pa.array(np.concatenate([p.score for p in parts]) if parts else [], pa.float32()),
         MODEL_VERSION: pa.array(np.where(from_model, model_version, popularity_version), pa.string()),
     }
     if explain:
-        lens = np.concatenate([p[4][1] for p in parts]) if parts else np.zeros(0, np.int64)
+        lens = np.concatenate([p.because_lens for p in parts]) if parts else np.zeros(0, np.int64)
         offsets = np.concatenate([[0], np.cumsum(lens)]).astype(np.int32)
-        values = np.concatenate([p[4][0] for p in parts]).astype(np.int32) if parts else np.zeros(0, np.int32)
+        values = np.concatenate([p.because for p in parts]).astype(np.int32) if parts else np.zeros(0, np.int32)
         columns[BECAUSE_IDX] = pa.ListArray.from_arrays(pa.array(offsets), pa.array(values))
     return pa.RecordBatch.from_pydict(columns)
+
+
+class _Rows(NamedTuple):
+    """Recommendations of some users of a batch, one entry per row of the output."""
+
+    row: np.ndarray  # the user's row in the batch
+    rank: np.ndarray
+    item_idx: np.ndarray
+    score: np.ndarray
+    because: np.ndarray  # explanation items of all rows, flat
+    because_lens: np.ndarray  # how many of them each row has
+    from_model: bool
+
+
+def _popular_rows(cold, ex_flat, ex_lens, popularity, blocked, k: int, explain: bool) -> _Rows:
+    """The popularity list for each cold user, minus blocked items and the user's excluded ones."""
+    ex_starts = np.cumsum(ex_lens) - ex_lens
+    pop_items, pop_scores = ((np.asarray(a) for a in popularity) if popularity is not None
+                             else (np.zeros(0, np.int64), np.zeros(0, np.float32)))
+    allowed = ~np.isin(pop_items, blocked)
+    pop_items, pop_scores = pop_items[allowed], pop_scores[allowed]
+    rows, items, scores = [], [], []
+    for i in cold:  # cold users are few: a short loop, each step vectorised
+        excluded = ex_flat[ex_starts[i]:ex_starts[i] + ex_lens[i]]
+        chosen = np.flatnonzero(~np.isin(pop_items[: k + len(excluded)], excluded))[:k]
+        rows.append(np.full(len(chosen), i)), items.append(pop_items[chosen]), scores.append(pop_scores[chosen])
+    row = np.concatenate(rows)
+    return _Rows(row, np.concatenate([np.arange(1, len(r) + 1) for r in rows]), np.concatenate(items),
+                 np.concatenate(scores).astype(np.float32), np.zeros(0, np.int64), np.zeros(len(row), np.int64), False)
 
 
 def _take_rows(flat: np.ndarray, lens: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -261,16 +272,16 @@ def _take_rows(flat: np.ndarray, lens: np.ndarray, rows: np.ndarray) -> tuple[np
     return _keep(flat, lens, np.isin(np.repeat(np.arange(len(lens)), lens), rows))[0], lens[rows]
 
 
-def _long_rows(rows_of, item_idx, score, explanation):
+def _long_rows(rows_of, item_idx, score, explanation) -> _Rows:
     """(B, k) results -> one entry per real recommendation (padding where candidates ran out is dropped)."""
     real = item_idx != PADDING_IDX
     r, c = np.nonzero(real)
-    because = None
-    if explanation is not None:  # (values, length per row) of each row's non-padding explanation items
+    because, because_lens = np.zeros(0, np.int64), np.zeros(len(r), np.int64)
+    if explanation is not None:  # each row's non-padding explanation items
         chosen = explanation[r, c]
         named = chosen != PADDING_IDX
-        because = (chosen[named], named.sum(1))
-    return rows_of[r], c + 1, item_idx[r, c], score[r, c], because, True
+        because, because_lens = chosen[named], named.sum(1)
+    return _Rows(rows_of[r], c + 1, item_idx[r, c], score[r, c], because, because_lens, True)
 
 
 _MODELS: dict = {}
