@@ -10,6 +10,7 @@ import argparse
 import datetime as dt
 import importlib
 import inspect
+import os
 import sys
 import time
 
@@ -49,7 +50,6 @@ def _call(name: str, argv: list[str], **kwargs) -> int:
 
 def _has_raw_partitions(raw_root: str) -> bool:
     import glob
-    import os
 
     return bool(glob.glob(os.path.join(raw_root, "events", "dt=*")))
 
@@ -135,7 +135,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--skip-train", action="store_true", help="stop after sequences (no training, scoring, export)")
     run.add_argument("--top-n", type=int, default=100)
     run.add_argument("--export-to", default="files", help="export targets (files,redis,postgres; default files)")
-    run.add_argument("--exports", default="exports", help="root of the file exports (default ./exports)")
+    run.add_argument("--exports", default=os.environ.get("ATTNREC_EXPORTS", "exports"),
+                     help="root of the file exports (env ATTNREC_EXPORTS; default ./exports)")
     run.add_argument("--device", default=None, help="training device (default: cuda when available, else cpu)")
     run.add_argument("--allow-empty", action="store_true")
     return parser

@@ -296,12 +296,15 @@ def run(spark: SparkSession, params: ScoreParams) -> ScoreReport:
     # Small driver-side vectors, shipped once per executor: item_id by item_idx, the items nobody may get.
     n_items = int(meta["n_items"])
     candidates = candidate_items(item_index, logical_date=day, blocked_ids=blocked_ids)
-    ids = item_index.orderBy(ITEM_IDX).select(ITEM_IDX, ITEM_ID).toArrow()
+    # one pass over the index gives both: the ids in item_idx order, and which items may be recommended
+    ids = (item_index.join(candidates.select(ITEM_ID, F.lit(True).alias("_candidate")), ITEM_ID, "left")
+           .orderBy(ITEM_IDX).select(ITEM_IDX, ITEM_ID, F.coalesce("_candidate", F.lit(False)).alias("_candidate"))
+           .toArrow())
     item_ids = pa.concat_arrays([pa.nulls(1, pa.string()), ids.column(ITEM_ID).combine_chunks()])
     if ids.num_rows and ids.column(ITEM_IDX)[-1].as_py() != ids.num_rows:
         raise JobInputError(f"item_index version {record[ITEM_INDEX_VERSION]} is not numbered 1..{ids.num_rows}")
-    blocked = (item_index.filter(F.col(ITEM_IDX) <= n_items).join(candidates.select(ITEM_ID), ITEM_ID, "left_anti")
-               .select(ITEM_IDX).toArrow().column(ITEM_IDX).to_numpy())
+    idx = ids.column(ITEM_IDX).to_numpy()
+    blocked = idx[(idx <= n_items) & ~ids.column("_candidate").to_numpy(zero_copy_only=False)]
     ranking = popularity_ranking(events, candidates, logical_date=day, days=params.popularity_days).toArrow()
     popularity = (ranking.column(ITEM_IDX).to_numpy(), ranking.column(SCORE).to_numpy())
     sc = spark.sparkContext
