@@ -31,7 +31,11 @@ ITEM_INDEX_VERSION = "item_index_version"  # the item_index version its sequence
 MAX_ITEM_IDX = "max_item_idx"  # largest item_idx of that item_index version: a model's n_items
 EVENTS_VERSION = "events_version"  # the events version it was built from
 SNAPSHOT_USERS = "users"
-SNAPSHOT_COLUMNS = (AS_OF_DATE, USER_SEQUENCES_VERSION, ITEM_INDEX_VERSION, MAX_ITEM_IDX, EVENTS_VERSION, SNAPSHOT_USERS)
+# Fingerprint of the snapshot's rows (user_id, item_idx): a rerun that rebuilds the same rows gets the same
+# one under a new table version, so the model registry can tell "same data" from "same version".
+CONTENT_HASH = "content_hash"
+SNAPSHOT_COLUMNS = (AS_OF_DATE, USER_SEQUENCES_VERSION, ITEM_INDEX_VERSION, MAX_ITEM_IDX, EVENTS_VERSION, SNAPSHOT_USERS,
+                    CONTENT_HASH)
 
 # recommendations table
 RANK = "rank"  # 1-based
@@ -39,3 +43,6 @@ SCORE = "score"
 MODEL_VERSION = "model_version"
 BECAUSE = "because"  # array<string>: original ids of the history items that explain a recommendation
 EXCLUDE_IDX = "exclude_idx"  # scoring input: array<int> of items not to recommend to that user (null = none)
+
+# model registry table (one row per event in a model's life; see attnmodel/registry.py)
+MODEL_REGISTRY_TABLE = "model_registry"

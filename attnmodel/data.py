@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 from dataclasses import dataclass
 
 import numpy as np
@@ -99,23 +100,18 @@ def read_pairs(path: str, n_items: int | None = None) -> Sequences:
     return _from_flat(users, t.column("item").to_numpy(), n_items, f"pairs:{path}")
 
 
-def _date_filter(ds, as_of_date: str):
-    return pc.field(AS_OF_DATE) == pa.scalar(as_of_date).cast(ds.schema.field(AS_OF_DATE).type)
-
-
 def snapshot_record(sequences_table: str, as_of_date: str) -> dict:
     """What build_sequences recorded for the snapshot `as_of_date` of the user_sequences table at
     `sequences_table`: its version, the item_index version and largest item_idx, the events version.
     The record table sits beside the sequences table, under the same warehouse root."""
-    from deltalake import DeltaTable
-    from deltalake.exceptions import TableNotFoundError
+    from attnmodel.delta_io import TableMissing, read_delta
 
     path = f"{sequences_table.rstrip('/').rsplit('/', 1)[0]}/{SEQUENCE_SNAPSHOTS_TABLE}"
     try:
-        ds = DeltaTable(path).to_pyarrow_dataset()
-    except TableNotFoundError:
+        rows = read_delta(path, columns=list(SNAPSHOT_COLUMNS),
+                          where=(AS_OF_DATE, dt.date.fromisoformat(as_of_date))).to_pylist()
+    except TableMissing:
         raise DataError(f"no snapshot record table at {path}: run build_sequences for {as_of_date}") from None
-    rows = ds.to_table(columns=list(SNAPSHOT_COLUMNS), filter=_date_filter(ds, as_of_date)).to_pylist()
     if len(rows) != 1:
         raise DataError(f"no record of a user_sequences snapshot for {as_of_date} in {path}: "
                         f"run build_sequences --logical-date {as_of_date}")
@@ -124,15 +120,19 @@ def snapshot_record(sequences_table: str, as_of_date: str) -> dict:
     return record
 
 
+def _snapshot_rows(path: str, record: dict, columns: list[str]) -> pa.Table:
+    from attnmodel.delta_io import read_delta
+
+    return read_delta(path, version=record[USER_SEQUENCES_VERSION], columns=columns,
+                      where=(AS_OF_DATE, dt.date.fromisoformat(record[AS_OF_DATE])))
+
+
 def read_sequence_table(path: str, as_of_date: str) -> tuple[Sequences, dict]:
     """The snapshot `as_of_date` of the `user_sequences` Delta table, exactly the version its record names,
     with the record; n_items is the record's largest item_idx (items indexed up to then, seen or not)."""
-    from deltalake import DeltaTable  # lazy: only this reader needs it
-
     record = snapshot_record(path, as_of_date)
     version = record[USER_SEQUENCES_VERSION]
-    ds = DeltaTable(path, version=version).to_pyarrow_dataset()
-    t = ds.to_table(columns=[USER_ID, ITEM_IDX], filter=_date_filter(ds, as_of_date))
+    t = _snapshot_rows(path, record, [USER_ID, ITEM_IDX])
     tag = f"delta:{path}@v{version}/{AS_OF_DATE}={as_of_date}"
     return from_arrow(t, record[MAX_ITEM_IDX], tag), record
 
@@ -189,3 +189,28 @@ def training_rows(train: Sequences, max_len: int) -> np.ndarray:
     if not keep:
         raise DataError("no user has two or more events: nothing to train on")
     return pad_left(keep, max_len + 1)
+
+
+def read_day_holdout(path: str, as_of_date: str) -> tuple[Sequences, EvalSet, dict]:
+    """The gate's test set from the snapshot `as_of_date`: for each user whose last event falls on that date
+    (UTC) and who has an earlier one, the target is that last event and the history everything before it.
+    Returns (the snapshot's sequences, the holdout, the snapshot record)."""
+    from attnmodel.columns import EVENT_TS
+
+    record = snapshot_record(path, as_of_date)
+    t = _snapshot_rows(path, record, [USER_ID, ITEM_IDX, EVENT_TS])
+    seqs = from_arrow(t.select([USER_ID, ITEM_IDX]), record[MAX_ITEM_IDX],
+                      f"delta:{path}@v{record[USER_SEQUENCES_VERSION]}/{AS_OF_DATE}={as_of_date}")
+    stamps = t.column(EVENT_TS).combine_chunks()
+    lens = pc.list_value_length(stamps).fill_null(0).to_numpy(zero_copy_only=False)
+    flat = pc.list_flatten(stamps).cast(pa.timestamp("us", tz="UTC"))
+    ends = np.cumsum(lens) - 1
+    last_day = pc.cast(pc.cast(flat, pa.timestamp("us")).take(pa.array(np.maximum(ends, 0))), pa.date32())
+    target_day = pa.scalar(as_of_date).cast(pa.date32())
+    active_on_day = set(np.asarray(t.column(USER_ID).to_pylist())[
+        (lens > 0) & pc.equal(last_day, target_day).to_numpy(zero_copy_only=False)])
+    users, hist, targets = [], [], []
+    for user, items in zip(seqs.user_ids, seqs.items):
+        if user in active_on_day and len(items) >= 2:
+            users.append(user), hist.append(items[:-1]), targets.append(items[-1])
+    return seqs, EvalSet(np.asarray(users, dtype=str), hist, np.asarray(targets, dtype=np.int64)), record

@@ -23,6 +23,7 @@ from pyspark.sql import functions as F
 
 from attnmodel.columns import (
     AS_OF_DATE,
+    CONTENT_HASH,
     EVENT_TS,
     EVENTS_TABLE,
     EVENTS_VERSION,
@@ -79,10 +80,11 @@ class SequenceReport:
     user_sequences_version: int  # the snapshot's record (also in the sequence_snapshots table)
     item_index_version: int
     max_item_idx: int
+    content_hash: str
 
 
 SNAPSHOT_SCHEMA = (f"{AS_OF_DATE} date, {USER_SEQUENCES_VERSION} bigint, {ITEM_INDEX_VERSION} bigint, "
-                   f"{MAX_ITEM_IDX} int, {EVENTS_VERSION} bigint, users bigint")
+                   f"{MAX_ITEM_IDX} int, {EVENTS_VERSION} bigint, users bigint, {CONTENT_HASH} string")
 
 
 # ---------------------------------------------------------------- pure transforms
@@ -220,17 +222,20 @@ def run(spark: SparkSession, params: SequenceParams) -> SequenceReport:
     snapshot = (
         read_version(spark, sequences_path, sequences_version)
         .filter(F.col(AS_OF_DATE) == F.lit(params.logical_date))
-        .agg(F.count(F.lit(1)).alias("users"), F.avg(LENGTH).alias("mean_length"))
+        .agg(F.count(F.lit(1)).alias("users"), F.avg(LENGTH).alias("mean_length"),
+             # order-free sum of row hashes; decimal so that ANSI mode never sees a long overflow
+             F.sum(F.xxhash64(USER_ID, ITEM_IDX).cast("decimal(38,0)")).alias("row_hash_sum"))
         .first()
     )
     index_size = item_index.agg(F.count(F.lit(1)).alias("n"), F.max(ITEM_IDX).alias("top")).first()
     record = {AS_OF_DATE: params.logical_date, USER_SEQUENCES_VERSION: sequences_version,
               ITEM_INDEX_VERSION: index_version, MAX_ITEM_IDX: int(index_size["top"] or 0), EVENTS_VERSION: version,
-              "users": int(snapshot["users"])}
+              "users": int(snapshot["users"]),
+              CONTENT_HASH: f"{int(snapshot['users'])}:{snapshot['row_hash_sum'] or 0}:{int(index_size['top'] or 0)}"}
     # Written last: until it commits, readers of the record still get the previous snapshot's exact version.
     replace_partition(spark.createDataFrame([tuple(record[c] for c in SNAPSHOT_COLUMNS)], SNAPSHOT_SCHEMA),
                       table_path(params.warehouse, SEQUENCE_SNAPSHOTS_TABLE), column=AS_OF_DATE,
-                      value=params.logical_date, partition=False)
+                      value=params.logical_date, partition=False, merge_schema=True)
     stage.lap("summarize")
     return SequenceReport(
         logical_date=params.logical_date.isoformat(),
@@ -245,6 +250,7 @@ def run(spark: SparkSession, params: SequenceParams) -> SequenceReport:
         user_sequences_version=sequences_version,
         item_index_version=index_version,
         max_item_idx=record[MAX_ITEM_IDX],
+        content_hash=record[CONTENT_HASH],
     )
 
 

@@ -33,10 +33,13 @@ def read_version(spark, path: str, version: int):
 
 
 def replace_partition(df, path: str, *, column: str, value: dt.date, partition: bool = True,
-                      table_properties: dict[str, str] | None = None) -> int:
+                      table_properties: dict[str, str] | None = None, merge_schema: bool = False) -> int:
     """Replace exactly the rows with column = value, in one Delta transaction (creates the table if needed,
-    with `table_properties`; an existing table keeps its own). Returns the table version it committed."""
+    with `table_properties`; an existing table keeps its own; merge_schema adds new columns to an existing table).
+    Returns the table version it committed."""
     writer = df.write.format("delta").mode("overwrite").option("replaceWhere", f"{column} = DATE'{value.isoformat()}'")
+    if merge_schema:
+        writer = writer.option("mergeSchema", "true")
     for key, prop in (table_properties or {}).items():
         writer = writer.option(key, prop)
     if partition:
