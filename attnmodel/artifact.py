@@ -1,6 +1,7 @@
 """A self-describing, immutable model artefact directory: `<models root>/<model_version>/`.
 
-    model.pt            weights (state_dict, content buffers included)
+    model.pt            weights (state_dict, content buffers included): the weights that serve
+    candidate.pt        (nightly models) the weights before the refit on every event: what the gate judged
     config.json         {"model": ModelConfig, "train": TrainConfig fields, "format": 1}
     meta.json           model_version, n_items, data_version, snapshot (the sequence snapshot record it was
                         trained on: versions of user_sequences, item_index and events), item_index_version,
@@ -70,6 +71,7 @@ def save_artifact(
     history: list | None = None,
     meta: dict | None = None,
     train_config=None,
+    extra_states: dict[str, dict] | None = None,
 ) -> Path:
     """Write the artefact under a temporary name in `models_root`, then rename it to `<model_version>/`:
     readers see a whole artefact or none, and an existing version is never overwritten (FileExistsError)."""
@@ -82,6 +84,8 @@ def save_artifact(
     out = Path(tempfile.mkdtemp(prefix=f".tmp-{model_version}-", dir=root))
     try:
         torch.save({k: v.detach().cpu() for k, v in model.state_dict().items()}, out / "model.pt")
+        for name, state in (extra_states or {}).items():  # e.g. candidate.pt
+            torch.save({k: v.detach().cpu() for k, v in state.items()}, out / name)
         train = dataclasses.asdict(train_config) if train_config is not None else {}
         train.pop("model", None)
         _write_json(out / "config.json", {"format": FORMAT, "model": model.cfg.to_dict(), "train": train})
@@ -131,14 +135,15 @@ def read_meta(art_dir) -> dict:
     return out
 
 
-def load_artifact(art_dir, device="cpu"):
-    """(model in eval mode on `device`, meta dict); needs nothing but the directory."""
+def load_artifact(art_dir, device="cpu", weights: str = "model.pt"):
+    """(model in eval mode on `device`, meta dict); needs nothing but the directory.
+    weights: which state file (`candidate.pt` for the weights a gate judged)."""
     d = Path(art_dir)
-    if not (d / "model.pt").exists() or not (d / "config.json").exists():
-        raise FileNotFoundError(f"{d} is not a model artefact (no model.pt / config.json)")
+    if not (d / weights).exists() or not (d / "config.json").exists():
+        raise FileNotFoundError(f"{d} is not a model artefact (no {weights} / config.json)")
     meta = read_meta(d)
     model = SASRec(ModelConfig.from_dict(meta["config"]["model"]))
-    model.load_state_dict(torch.load(d / "model.pt", map_location="cpu", weights_only=True))
+    model.load_state_dict(torch.load(d / weights, map_location="cpu", weights_only=True))
     return model.to(device).eval(), meta
 
 

@@ -45,6 +45,8 @@ class TrainConfig:
     metric: str = "ndcg@10"
     lr_schedule: str = "constant"  # "constant" | "cosine" (decay to 1% of lr over `epochs`, after warmup)
     warmup_epochs: float = 0.0
+    # False: no validation, keep the last epoch's weights (a refit on every event has nothing left to validate on)
+    select_best: bool = True
 
 
 def lr_at(cfg: TrainConfig, progress: float) -> float:
@@ -192,7 +194,7 @@ def train(
         secs = time.perf_counter() - t0
         result.train_seconds += secs
         rec = {"epoch": epoch, "loss": total / max(steps, 1), "seconds": secs, "seq_per_s": n / secs}
-        if epoch % cfg.eval_every == 0 or epoch == cfg.epochs:
+        if cfg.select_best and (epoch % cfg.eval_every == 0 or epoch == cfg.epochs):
             m = evaluate_model(model, valid_data, device=device)
             rec.update({f"valid_{k}": v for k, v in m.items() if k != "n_users"})
             if m[cfg.metric] > best_metric:
@@ -214,7 +216,7 @@ def train(
                 "rng_cuda": torch.cuda.get_rng_state() if device.type == "cuda" else None,
                 "model_config": cfg.model.to_dict(),
             }, ckpt)
-    if best_state is not None:
+    if best_state is not None and cfg.select_best:
         model.load_state_dict(best_state)
     model.eval()
     result.epochs_run = len(result.history)
