@@ -65,7 +65,7 @@ RECOMMENDATIONS_TABLE_PROPERTIES = {"delta.dataSkippingStatsColumns": USER_ID}  
 @dataclass(frozen=True)
 class ScoreParams:
     logical_date: dt.date
-    model: str  # artefact directory: a local path or any Hadoop-compatible URI
+    model: str | None = None  # artefact directory (local path or Hadoop URI); None: the registry's published model
     warehouse: str = "warehouse"
     top_n: int = 100
     exclude_seen: str = "all"
@@ -91,6 +91,8 @@ class ScoreParams:
 class ScoreReport:
     logical_date: str
     model_version: str
+    model_source: str  # "--model" or "registry: published for <date> (<reason>)"
+    gate: str  # what the registry says about D's own candidate: "published", "rejected: <reason>", "none", "n/a"
     snapshot: dict  # the sequence_snapshots record that was scored
     users: int  # users with rows in the partition
     cold_users: int  # of which served the popularity list
@@ -274,12 +276,37 @@ def _table(spark: SparkSession, warehouse: str, name: str, column: str) -> DataF
     return df
 
 
+def registry_model(warehouse: str, day: dt.date) -> tuple[str, str, str]:
+    """(model dir, how it was chosen, the gate's word on D's candidate) from the model registry."""
+    from attnmodel import registry as reg
+
+    rows = reg.read_registry(warehouse)
+    serving = reg.published_for(rows, day)
+    if serving is None:
+        raise JobInputError(f"no model is published for {day} in {reg.registry_path(warehouse)}: run the nightly "
+                            "train and gate (`attnrec train-nightly`, `attnrec gate`), publish one by hand "
+                            "(`attnrec publish`), or pass --model")
+    tonight = reg.latest_candidate(rows, day)
+    decision = reg.decision_for(rows, tonight["model_version"], day) if tonight else None
+    gate = ("none" if tonight is None else "not judged" if decision is None
+            else decision["status"] if decision["status"] == reg.PUBLISHED else f"rejected: {decision['reason']}")
+    if gate.startswith("rejected"):
+        # the visible mark of a rejected night: in the report, the job log and (through the report) the DAG run
+        print(f"WARNING: the candidate for {day} ({tonight['model_version']}) was {gate}; "
+              f"serving {serving['model_version']}", file=sys.stderr, flush=True)
+    return serving["model_dir"], f"registry: published for {serving['data_date']} ({serving['reason']})", gate
+
+
 def run(spark: SparkSession, params: ScoreParams) -> ScoreReport:
     stage = StageClock()
     day = params.logical_date
     record = snapshot_record(spark, params.warehouse, day)
-    model_name, meta = ship_model(spark, params.model)
-    check_model_fits(meta, record, params.model)
+    if params.model is None:
+        model_path, model_source, gate = registry_model(params.warehouse, day)
+    else:
+        model_path, model_source, gate = params.model, "--model", "n/a"
+    model_name, meta = ship_model(spark, model_path)
+    check_model_fits(meta, record, model_path)
     model_version = meta.get("model_version") or model_name
     blocked_ids = _table(spark, params.warehouse, params.blocklist, ITEM_ID) if params.blocklist else None
     extra_users = _table(spark, params.warehouse, params.users, USER_ID) if params.users else None
@@ -332,7 +359,8 @@ def run(spark: SparkSession, params: ScoreParams) -> ScoreReport:
     stage.lap("summarize")
     seconds = stage.total()
     return ScoreReport(
-        logical_date=day.isoformat(), model_version=model_version, snapshot=record, users=written["users"],
+        logical_date=day.isoformat(), model_version=model_version, model_source=model_source, gate=gate,
+        snapshot=record, users=written["users"],
         cold_users=written["cold"], rows=written["rows"], recommendations_version=version,
         users_per_second=round(written["users"] / max(seconds, 1e-9), 1),  # the whole job, fixed costs included
         spark_master=sc.master, seconds=seconds, stage_seconds=stage.seconds,
@@ -344,7 +372,9 @@ def run(spark: SparkSession, params: ScoreParams) -> ScoreReport:
 def build_parser(prog: str = "score_users") -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog=prog, description="Score every user of a snapshot: top-N items to `recommendations`.")
     add_job_args(parser, date_help="the snapshot to score (as_of_date); its partition of recommendations is replaced")
-    parser.add_argument("--model", required=True, help="model artefact directory (local path or Hadoop URI)")
+    parser.add_argument("--model", default=None,
+                        help="model artefact directory (local path or Hadoop URI); default: the model the registry "
+                             "(warehouse/model_registry) has published for the date")
     parser.add_argument("--top-n", type=int, default=100)
     parser.add_argument("--exclude-seen", choices=EXCLUDE_MODES, default="all",
                         help="all: no item the user interacted with on or before the date; window: none of the "
