@@ -1,0 +1,194 @@
+"""maintenance: the nightly housekeeping after export.
+
+    spark-submit jobs/maintenance.py --logical-date 2026-01-05 [--warehouse warehouse] [--models artifacts/models]
+        [--exports exports] [--to files,redis,postgres] [--retention-days 30]
+
+1. OPTIMIZE the partitions D wrote (events, events_quarantine, user_sequences, recommendations): a night's
+   small files become a few large ones.
+2. VACUUM every table with a retention of at least --retention-days (the backfill window: a backfill reads
+   old versions through the snapshot records), and for user_sequences longer still when the model registry
+   points at an older version (a model's training snapshot stays readable while the registry names it).
+3. Clean what a killed run leaves behind: training checkpoints and half-written artefacts older than
+   --stale-hours, staging and trash directories of the file export, Redis namespaces that are neither live
+   nor kept (they get the grace TTL), PostgreSQL staging tables.
+Every action is idempotent: a rerun finds less or nothing to do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import glob
+import os
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+
+from pyspark.sql import SparkSession
+
+from attnmodel.columns import (
+    AS_OF_DATE,
+    EVENTS_QUARANTINE_TABLE,
+    EVENTS_TABLE,
+    ITEM_INDEX_TABLE,
+    RECOMMENDATIONS_TABLE,
+    SEQUENCE_SNAPSHOTS_TABLE,
+    USER_SEQUENCES_TABLE,
+)
+from jobs.common import JobInputError, StageClock, add_job_args, run_job
+from jobs.warehouse import table_exists, table_path
+
+# table -> the column its date partitions are keyed on (None: not partitioned, nothing to OPTIMIZE per date)
+TABLES = {
+    EVENTS_TABLE: "event_date",
+    EVENTS_QUARANTINE_TABLE: "event_date",
+    USER_SEQUENCES_TABLE: AS_OF_DATE,
+    RECOMMENDATIONS_TABLE: AS_OF_DATE,
+    ITEM_INDEX_TABLE: None,
+    SEQUENCE_SNAPSHOTS_TABLE: None,
+}
+
+
+@dataclass(frozen=True)
+class MaintenanceParams:
+    logical_date: dt.date
+    warehouse: str = "warehouse"
+    models_root: str = "artifacts/models"
+    exports_root: str = "exports"
+    targets: tuple[str, ...] = ("files",)
+    retention_days: int = 30
+    stale_hours: float = 48.0
+    now: float = field(default_factory=time.time)  # wall clock for "older than": a parameter, so tests can move it
+
+    def __post_init__(self):
+        if self.retention_days < 7:
+            raise JobInputError("--retention-days must be >= 7 (Delta refuses a VACUUM under 7 days by default, and "
+                                "a backfill needs the versions its snapshot records name)")
+
+
+@dataclass(frozen=True)
+class MaintenanceReport:
+    logical_date: str
+    optimized: dict  # table -> files removed by compaction in D's partition
+    vacuum_retention_hours: dict  # table -> retention used
+    removed: dict  # what the cleanup removed, by kind
+    seconds: float
+    stage_seconds: dict
+
+
+def vacuum_retention_hours(spark: SparkSession, sequences_path: str, registry_versions: list[int],
+                           retention_days: int, now: float) -> int:
+    """At least the backfill window; for user_sequences, also older than the oldest commit the registry names."""
+    hours = retention_days * 24
+    if not registry_versions:
+        return hours
+    from delta.tables import DeltaTable
+
+    oldest = min(registry_versions)
+    row = (DeltaTable.forPath(spark, sequences_path).history().filter(f"version = {oldest}")
+           .select("timestamp").first())
+    if row is None:  # already gone from the log: nothing older to protect
+        return hours
+    age_hours = (now - row["timestamp"].timestamp()) / 3600
+    return max(hours, int(age_hours) + 24)
+
+
+def _older_than(path: str, seconds: float, now: float) -> bool:
+    try:
+        return now - os.path.getmtime(path) > seconds
+    except OSError:
+        return False
+
+
+def stale_local_paths(models_root: str, exports_root: str, stale_seconds: float, now: float) -> dict[str, list[str]]:
+    """What a killed run left behind, by kind (pure: lists, removes nothing)."""
+    kinds = {
+        "checkpoints": glob.glob(os.path.join(models_root, ".checkpoints", "*")),
+        "partial_artefacts": glob.glob(os.path.join(models_root, ".tmp-*")),
+        "export_staging": glob.glob(os.path.join(exports_root, RECOMMENDATIONS_TABLE, "_staging", "*"))
+        + glob.glob(os.path.join(exports_root, RECOMMENDATIONS_TABLE, "_trash", "*")),
+    }
+    return {k: sorted(p for p in v if _older_than(p, stale_seconds, now)) for k, v in kinds.items()}
+
+
+def run(spark: SparkSession, params: MaintenanceParams) -> MaintenanceReport:
+    from attnmodel import registry as reg
+
+    stage = StageClock()
+    day = params.logical_date.isoformat()
+    optimized, retention = {}, {}
+    for table, column in TABLES.items():
+        path = table_path(params.warehouse, table)
+        if not table_exists(spark, path) or column is None:
+            continue
+        metrics = spark.sql(f"OPTIMIZE delta.`{path}` WHERE {column} = DATE'{day}'").first()["metrics"]
+        optimized[table] = int(metrics["numFilesRemoved"])
+    stage.lap("optimize")
+    registry_versions = reg.referenced_sequence_versions(reg.read_registry(params.warehouse))
+    for table in TABLES:
+        path = table_path(params.warehouse, table)
+        if not table_exists(spark, path):
+            continue
+        hours = (vacuum_retention_hours(spark, path, registry_versions, params.retention_days, params.now)
+                 if table == USER_SEQUENCES_TABLE else params.retention_days * 24)
+        spark.sql(f"VACUUM delta.`{path}` RETAIN {hours} HOURS")
+        retention[table] = hours
+    stage.lap("vacuum")
+    removed = {}
+    for kind, paths in stale_local_paths(params.models_root, params.exports_root, params.stale_hours * 3600,
+                                         params.now).items():
+        for p in paths:
+            shutil.rmtree(p, ignore_errors=True)
+        removed[kind] = len(paths)
+    removed.update(_clean_export_stores(params))
+    stage.lap("cleanup")
+    return MaintenanceReport(logical_date=day, optimized=optimized, vacuum_retention_hours=retention,
+                             removed=removed, seconds=stage.total(), stage_seconds=stage.seconds)
+
+
+def _clean_export_stores(params: MaintenanceParams) -> dict:
+    from jobs import export_recommendations as ex
+
+    out = {}
+    if "redis" in params.targets:
+        target = ex.RedisTarget.from_env()
+        out["redis_namespaces_expiring"] = len(ex._expire_superseded(target.client(), target, ex.redis_keys(target.prefix)))
+    if "postgres" in params.targets:
+        target = ex.PostgresTarget.from_env()
+        with target.connect() as conn:
+            names = [r[0] for r in conn.execute(
+                "SELECT tablename FROM pg_tables WHERE schemaname = current_schema() AND tablename LIKE %s",
+                (f"{target.table}_staging_%",)).fetchall()]
+            for name in names:  # a live export holds its staging table only inside its own run (max_active_runs=1)
+                conn.execute(f"DROP TABLE IF EXISTS {ex._ident(name)}")
+        out["postgres_staging_tables"] = len(names)
+    return out
+
+
+def build_parser(prog: str = "maintenance") -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=prog, description="OPTIMIZE D's partitions, VACUUM, clean up leftovers.")
+    add_job_args(parser, date_help="the night whose partitions to compact")
+    parser.add_argument("--models", default="artifacts/models", help="models root (training checkpoints live here)")
+    parser.add_argument("--exports", default=os.environ.get("ATTNREC_EXPORTS", "exports"))
+    parser.add_argument("--to", default="files", help="export targets whose leftovers to clean (files,redis,postgres)")
+    parser.add_argument("--retention-days", type=int, default=30,
+                        help="VACUUM keeps this many days of table versions (>= the backfill window)")
+    parser.add_argument("--stale-hours", type=float, default=48.0,
+                        help="leftover checkpoints / staging older than this are removed")
+    return parser
+
+
+def main(argv: list[str] | None = None, spark: SparkSession | None = None, prog: str = "maintenance") -> int:
+    args = build_parser(prog).parse_args(argv)
+
+    def params():
+        return MaintenanceParams(logical_date=args.logical_date, warehouse=args.warehouse, models_root=args.models,
+                                 exports_root=args.exports, targets=tuple(t for t in args.to.split(",") if t),
+                                 retention_days=args.retention_days, stale_hours=args.stale_hours)
+
+    return run_job("maintenance", params, run, app_name="maintenance", master=args.master, spark=spark)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
