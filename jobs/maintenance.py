@@ -8,6 +8,10 @@
 2. VACUUM every table with a retention of at least --retention-days (the backfill window: a backfill reads
    old versions through the snapshot records), and for user_sequences longer still when the model registry
    points at an older version (a model's training snapshot stays readable while the registry names it).
+   Nightly it is VACUUM LITE (reads the log only, ~3 s a table); on --full-vacuum-weekday it is a full VACUUM,
+   which also lists the directories for files no commit ever recorded (a killed writer's) and costs ~30 s a
+   table on 2 cores. A table whose oldest commit is younger than the retention is skipped: nothing in it can be
+   old enough to delete.
 3. Clean what a killed run leaves behind: training checkpoints and half-written artefacts older than
    --stale-hours, staging and trash directories of the file export, Redis namespaces that are neither live
    nor kept (they get the grace TTL), PostgreSQL staging tables.
@@ -59,6 +63,7 @@ class MaintenanceParams:
     targets: tuple[str, ...] = ("files",)
     retention_days: int = 30
     stale_hours: float = 48.0
+    full_vacuum_weekday: int = 6  # date.weekday() of the night that runs a full VACUUM (6 = Sunday); -1: never
     now: float = field(default_factory=time.time)  # wall clock for "older than": a parameter, so tests can move it
 
     def __post_init__(self):
@@ -72,6 +77,7 @@ class MaintenanceReport:
     logical_date: str
     optimized: dict  # table -> files removed by compaction in D's partition
     vacuum_retention_hours: dict  # table -> retention used
+    vacuum_mode: dict  # table -> "lite" / "full" / "skipped: younger than retention"
     removed: dict  # what the cleanup removed, by kind
     seconds: float
     stage_seconds: dict
@@ -92,6 +98,30 @@ def vacuum_retention_hours(spark: SparkSession, sequences_path: str, registry_ve
         return hours
     age_hours = (now - row["timestamp"].timestamp()) / 3600
     return max(hours, int(age_hours) + 24)
+
+
+def vacuum_mode(oldest_commit_age_hours: float, retention_hours: int, day: dt.date, full_weekday: int) -> str:
+    if oldest_commit_age_hours < retention_hours:
+        return "skipped: younger than retention"
+    return "full" if day.weekday() == full_weekday else "lite"
+
+
+def _oldest_commit_age_hours(spark: SparkSession, path: str, now: float) -> float:
+    from delta.tables import DeltaTable
+
+    oldest = DeltaTable.forPath(spark, path).history().selectExpr("min(timestamp) AS t").first()["t"]
+    return (now - oldest.timestamp()) / 3600
+
+
+def _vacuum(spark: SparkSession, path: str, hours: int, mode: str) -> None:
+    if mode == "lite":
+        try:
+            spark.sql(f"VACUUM delta.`{path}` RETAIN {hours} HOURS LITE")
+            return
+        except Exception as err:  # LITE refuses when the log no longer covers every removed file
+            if "FULL" not in str(err):
+                raise
+    spark.sql(f"VACUUM delta.`{path}` RETAIN {hours} HOURS")
 
 
 def _older_than(path: str, seconds: float, now: float) -> bool:
@@ -117,7 +147,7 @@ def run(spark: SparkSession, params: MaintenanceParams) -> MaintenanceReport:
 
     stage = StageClock()
     day = params.logical_date.isoformat()
-    optimized, retention = {}, {}
+    optimized, retention, modes = {}, {}, {}
     for table, column in TABLES.items():
         path = table_path(params.warehouse, table)
         if not table_exists(spark, path) or column is None:
@@ -132,8 +162,11 @@ def run(spark: SparkSession, params: MaintenanceParams) -> MaintenanceReport:
             continue
         hours = (vacuum_retention_hours(spark, path, registry_versions, params.retention_days, params.now)
                  if table == USER_SEQUENCES_TABLE else params.retention_days * 24)
-        spark.sql(f"VACUUM delta.`{path}` RETAIN {hours} HOURS")
-        retention[table] = hours
+        mode = vacuum_mode(_oldest_commit_age_hours(spark, path, params.now), hours, params.logical_date,
+                           params.full_vacuum_weekday)
+        if not mode.startswith("skipped"):
+            _vacuum(spark, path, hours, mode)
+        retention[table], modes[table] = hours, mode
     stage.lap("vacuum")
     removed = {}
     for kind, paths in stale_local_paths(params.models_root, params.exports_root, params.stale_hours * 3600,
@@ -144,6 +177,7 @@ def run(spark: SparkSession, params: MaintenanceParams) -> MaintenanceReport:
     removed.update(_clean_export_stores(params))
     stage.lap("cleanup")
     return MaintenanceReport(logical_date=day, optimized=optimized, vacuum_retention_hours=retention,
+                             vacuum_mode=modes,
                              removed=removed, seconds=stage.total(), stage_seconds=stage.seconds)
 
 
@@ -174,6 +208,9 @@ def build_parser(prog: str = "maintenance") -> argparse.ArgumentParser:
     parser.add_argument("--to", default="files", help="export targets whose leftovers to clean (files,redis,postgres)")
     parser.add_argument("--retention-days", type=int, default=30,
                         help="VACUUM keeps this many days of table versions (>= the backfill window)")
+    parser.add_argument("--full-vacuum-weekday", type=int, default=6,
+                        help="weekday (0=Monday..6=Sunday) of the data date whose night runs a full VACUUM; "
+                             "other nights run VACUUM LITE; -1 never runs the full one")
     parser.add_argument("--stale-hours", type=float, default=48.0,
                         help="leftover checkpoints / staging older than this are removed")
     return parser
@@ -185,7 +222,8 @@ def main(argv: list[str] | None = None, spark: SparkSession | None = None, prog:
     def params():
         return MaintenanceParams(logical_date=args.logical_date, warehouse=args.warehouse, models_root=args.models,
                                  exports_root=args.exports, targets=tuple(t for t in args.to.split(",") if t),
-                                 retention_days=args.retention_days, stale_hours=args.stale_hours)
+                                 retention_days=args.retention_days, stale_hours=args.stale_hours,
+                                 full_vacuum_weekday=args.full_vacuum_weekday)
 
     return run_job("maintenance", params, run, app_name="maintenance", master=args.master, spark=spark)
 
