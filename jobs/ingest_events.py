@@ -1,6 +1,7 @@
 """ingest_events: one day's raw event logs -> the `events` Delta table, rejects -> `events_quarantine`.
 
     spark-submit jobs/ingest_events.py --logical-date 2026-01-05 [--raw raw] [--warehouse warehouse]
+    spark-submit jobs/ingest_events.py --from-date 2026-01-01 --logical-date 2026-01-05   # a range, one job
 
 Reads <raw>/events/dt=D/ (JSON lines by default, .gz allowed; --format csv|parquet), validates and
 normalises every record, deduplicates, and replaces the rows of `events` with event_date = D in one
@@ -16,7 +17,8 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import sys
-from dataclasses import dataclass
+import functools
+from dataclasses import dataclass, field
 
 from pyspark import StorageLevel
 from pyspark.sql import Column, DataFrame, SparkSession
@@ -25,7 +27,7 @@ from pyspark.sql import types as T
 
 from attnmodel.columns import EVENT_TS, EVENTS_QUARANTINE_TABLE, EVENTS_TABLE, ITEM_ID, USER_ID
 from jobs import raw_contract as rc
-from jobs.common import JobInputError, StageClock, add_job_args, event_types_arg, run_job
+from jobs.common import JobInputError, StageClock, add_job_args, event_types_arg, parse_date, run_job
 from jobs.raw_files import (
     FILE_CORRUPT,
     LINES_SCHEMA,
@@ -56,8 +58,16 @@ class IngestParams:
     max_record_bytes: int = rc.DEFAULT_MAX_RECORD_BYTES
     allow_empty: bool = False
     ingested_at: dt.datetime = dt.datetime(1970, 1, 1)  # main() stamps the wall clock here, at the edge
+    from_date: dt.date | None = None  # ingest every day from here to logical_date in one job (a history load)
+
+    @property
+    def days(self) -> list[dt.date]:
+        first = self.from_date or self.logical_date
+        return [first + dt.timedelta(days=i) for i in range((self.logical_date - first).days + 1)]
 
     def __post_init__(self):
+        if self.from_date is not None and self.from_date > self.logical_date:
+            raise JobInputError(f"--from-date {self.from_date} is after --date {self.logical_date}")
         if self.input_format not in INPUT_FORMATS:
             raise JobInputError(f"--format must be one of {', '.join(INPUT_FORMATS)}, got {self.input_format!r}")
         if self.allowed_lateness_days < 0:
@@ -76,6 +86,8 @@ class IngestReport:
     items: int
     seconds: float
     stage_seconds: dict  # wall seconds per step of the job, to see where a slow night went
+    from_date: str = ""  # the first day ingested (= logical_date for one day)
+    days: dict = field(default_factory=dict)  # a range's figures per day (empty for one day)
 
 
 # ---------------------------------------------------------------- pure transforms
@@ -274,9 +286,11 @@ def to_quarantine(deduplicated: DataFrame, files: DataFrame, file_rows: DataFram
     )
 
 
-def quarantined_per_reason(quarantine: DataFrame) -> DataFrame:
-    """(reason, n): rows of the quarantine per reason code (rejected records, and whole files)."""
-    return quarantine.groupBy("reason").agg(F.count(F.lit(1)).alias("n"))
+def quarantined_per_reason(quarantine: DataFrame, by_day: bool = False) -> DataFrame:
+    """(reason, n), or (event_date, reason, n): rows of the quarantine per reason code (rejected records, and
+    whole files)."""
+    keys = ["event_date", "reason"] if by_day else ["reason"]
+    return quarantine.groupBy(*keys).agg(F.count(F.lit(1)).alias("n"))
 
 
 def distinct_users_and_items(events: DataFrame) -> DataFrame:
@@ -291,18 +305,20 @@ def distinct_users_and_items(events: DataFrame) -> DataFrame:
 EVENTS_TABLE_PROPERTIES = {"delta.dataSkippingStatsColumns": EVENT_TS}
 
 
-def run(spark: SparkSession, params: IngestParams) -> IngestReport:
-    stage = StageClock()
-    source = rc.raw_partition_path(params.raw_root, params.logical_date)
-    files = list_partition_files(spark, source)
-    if files is None:
-        if not params.allow_empty:
-            raise JobInputError(f"raw partition not found: {source} (pass --allow-empty to record an empty day)")
-        files = []
-    # Damaged and empty files are found by a cheap first pass, so a corrupt file is skipped whole and the
-    # records are read (and cached) once.
-    statuses = scan_files(spark, files, params.input_format, params.max_record_bytes)
-    stage.lap("scan_files")
+def _missing_days(spark: SparkSession, params: IngestParams) -> tuple[dict, list[dt.date]]:
+    """{day: its raw files} for every day of the run, and the days whose raw partition is missing."""
+    files, missing = {}, []
+    for day in params.days:
+        found = list_partition_files(spark, rc.raw_partition_path(params.raw_root, day))
+        if found is None:
+            missing.append(day)
+        files[day] = found or []
+    return files, missing
+
+
+def _day_frames(spark: SparkSession, params: IngestParams, day: dt.date, statuses: list, cached: list):
+    """(events, quarantine, records_read) of one day: validated and deduplicated within that day alone, as a
+    nightly ingest of the day does. DataFrames to unpersist go to `cached`."""
     bad_files = {path: (status, detail) for path, status, detail, _ in statuses if status is not None}
     readable = [(path, n_lines) for path, status, _, n_lines in statuses if status is None]
     lines = read_raw_records(spark, readable, params.input_format, params.max_record_bytes)
@@ -310,55 +326,88 @@ def run(spark: SparkSession, params: IngestParams) -> IngestReport:
         [(path, None, None, None, None, None, detail, status) for path, (status, detail) in sorted(bad_files.items())],
         LINES_SCHEMA,
     )
-    classified = classify_records(
-        lines,
-        logical_date=params.logical_date,
-        event_types=params.event_types,
-        allowed_lateness_days=params.allowed_lateness_days,
-    )
+    classified = classify_records(lines, logical_date=day, event_types=params.event_types,
+                                  allowed_lateness_days=params.allowed_lateness_days)
     keyed = with_dedup_key(classified).persist(StorageLevel.MEMORY_AND_DISK)
     dup_keys = duplicate_keys(keyed).persist(StorageLevel.MEMORY_AND_DISK)
+    cached += [keyed, dup_keys]
+    records_read = keyed.count()
+    # broadcast the (usually few) duplicated keys so the records themselves are never shuffled
+    read_files = spark.createDataFrame([(i, path) for i, (path, _) in enumerate(readable)],
+                                       "file_index int, source_file string")
+    deduplicated = mark_duplicates_of(keyed, dup_keys, read_files,
+                                      broadcast=dup_keys.count() <= _BROADCAST_DUPLICATE_KEYS)
+    events = to_events(deduplicated, read_files, logical_date=day, ingested_at=params.ingested_at)
+    quarantine = to_quarantine(deduplicated, read_files, file_rows, logical_date=day, ingested_at=params.ingested_at)
+    return events, quarantine, records_read
+
+
+def run(spark: SparkSession, params: IngestParams) -> IngestReport:
+    stage = StageClock()
+    days = params.days
+    files, missing = _missing_days(spark, params)
+    if missing and not params.allow_empty:
+        shown = ", ".join(rc.raw_partition_path(params.raw_root, d) for d in missing[:5])
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        raise JobInputError(f"raw partition not found: {shown}{more} (pass --allow-empty to record an empty day)")
+    # Damaged and empty files are found by a cheap first pass (one Spark job for every day's files), so a
+    # corrupt file is skipped whole and the records are read (and cached) once.
+    all_statuses = scan_files(spark, [f for day in days for f in files[day]], params.input_format,
+                              params.max_record_bytes)
+    by_file = {status[0]: status for status in all_statuses}
+    stage.lap("scan_files")
+    cached, events_parts, quarantine_parts, records_read = [], [], [], {}
     quarantine = None
     try:
-        records_read = keyed.count()
+        for day in days:
+            events_d, quarantine_d, records_read[day] = _day_frames(
+                spark, params, day, [by_file[f] for f in files[day]], cached)
+            events_parts.append(events_d)
+            quarantine_parts.append(quarantine_d)
         stage.lap("read_and_validate")
-        # broadcast the (usually few) duplicated keys so the records themselves are never shuffled
-        read_files = spark.createDataFrame([(i, path) for i, (path, _) in enumerate(readable)],
-                                           "file_index int, source_file string")
-        deduplicated = mark_duplicates_of(keyed, dup_keys, read_files,
-                                          broadcast=dup_keys.count() <= _BROADCAST_DUPLICATE_KEYS)
-        stage.lap("find_duplicates")
-        events = to_events(deduplicated, read_files, logical_date=params.logical_date, ingested_at=params.ingested_at)
+        events = functools.reduce(DataFrame.unionByName, events_parts)
         # The quarantine is a small share of the records: kept after its write, it gives the counts per
         # reason at almost no cost (a third pass over all records measured 4-5 s per 2M-event day).
-        quarantine = to_quarantine(deduplicated, read_files, file_rows, logical_date=params.logical_date,
-                                   ingested_at=params.ingested_at).persist(StorageLevel.MEMORY_AND_DISK)
-        replace_partition(events, table_path(params.warehouse, EVENTS_TABLE), column="event_date", value=params.logical_date,
-                          table_properties=EVENTS_TABLE_PROPERTIES)
+        quarantine = functools.reduce(DataFrame.unionByName, quarantine_parts).persist(StorageLevel.MEMORY_AND_DISK)
+        # One transaction per table for the whole range: the same rows as one ingest per day.
+        replace_partition(events, table_path(params.warehouse, EVENTS_TABLE), column="event_date", value=days[0],
+                          value_to=days[-1], table_properties=EVENTS_TABLE_PROPERTIES)
         stage.lap("write_events")
-        replace_partition(quarantine, table_path(params.warehouse, EVENTS_QUARANTINE_TABLE), column="event_date", value=params.logical_date)
+        replace_partition(quarantine, table_path(params.warehouse, EVENTS_QUARANTINE_TABLE), column="event_date",
+                          value=days[0], value_to=days[-1])
         stage.lap("write_quarantine")
-        quarantined = {r["reason"]: r["n"] for r in quarantined_per_reason(quarantine).collect()}
+        per_day_reason = quarantined_per_reason(quarantine, by_day=True).collect()
         totals = distinct_users_and_items(events).first()
         stage.lap("count")
     finally:
-        keyed.unpersist()
-        dup_keys.unpersist()
+        for df in cached:
+            df.unpersist()
         if quarantine is not None:
             quarantine.unpersist()
-    quarantined = dict(sorted(quarantined.items()))
-    rejected_records = sum(n for reason, n in quarantined.items() if reason not in rc.FILE_REASONS)
+    per_day = {}
+    for day in days:
+        reasons = dict(sorted((r["reason"], r["n"]) for r in per_day_reason if r["event_date"] == day))
+        rejected = sum(n for reason, n in reasons.items() if reason not in rc.FILE_REASONS)
+        per_day[day.isoformat()] = {"files_read": len(files[day]), "records_read": records_read[day],
+                                    "accepted": records_read[day] - rejected, "quarantined": reasons}
+    quarantined = {}
+    for d in per_day.values():
+        for reason, n in d["quarantined"].items():
+            quarantined[reason] = quarantined.get(reason, 0) + n
     return IngestReport(
         logical_date=params.logical_date.isoformat(),
-        source=source,
-        files_read=len(files),
-        records_read=records_read,
-        accepted=records_read - rejected_records,
-        quarantined=quarantined,
+        source=(rc.raw_partition_path(params.raw_root, days[0]) if len(days) == 1
+                else f"{rc.raw_partition_path(params.raw_root, days[0])} .. dt={days[-1].isoformat()}"),
+        files_read=sum(d["files_read"] for d in per_day.values()),
+        records_read=sum(d["records_read"] for d in per_day.values()),
+        accepted=sum(d["accepted"] for d in per_day.values()),
+        quarantined=dict(sorted(quarantined.items())),
         users=totals["users"],
         items=totals["items"],
         seconds=stage.total(),
         stage_seconds=stage.seconds,
+        from_date=days[0].isoformat(),
+        days=per_day if len(days) > 1 else {},
     )
 
 
@@ -374,6 +423,9 @@ def build_parser(prog: str = "ingest_events") -> argparse.ArgumentParser:
                         help="events more than this many days outside the partition's day are quarantined")
     parser.add_argument("--max-record-bytes", type=int, default=rc.DEFAULT_MAX_RECORD_BYTES)
     parser.add_argument("--allow-empty", action="store_true", help="a missing raw partition is an empty day, not an error")
+    parser.add_argument("--from-date", type=parse_date, default=None,
+                        help="ingest every day from this one to --date in one job (the same rows as one ingest per "
+                             "day, in one transaction per table: a history load or a backfill of the events)")
     return parser
 
 
@@ -388,6 +440,7 @@ def params_from_args(args: argparse.Namespace, ingested_at: dt.datetime) -> Inge
         max_record_bytes=args.max_record_bytes,
         allow_empty=args.allow_empty,
         ingested_at=ingested_at,
+        from_date=args.from_date,
     )
 
 

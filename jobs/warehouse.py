@@ -33,11 +33,14 @@ def read_version(spark, path: str, version: int):
 
 
 def replace_partition(df, path: str, *, column: str, value: dt.date, partition: bool = True,
-                      table_properties: dict[str, str] | None = None, merge_schema: bool = False) -> int:
-    """Replace exactly the rows with column = value, in one Delta transaction (creates the table if needed,
-    with `table_properties`; an existing table keeps its own; merge_schema adds new columns to an existing table).
-    Returns the table version it committed."""
-    writer = df.write.format("delta").mode("overwrite").option("replaceWhere", f"{column} = DATE'{value.isoformat()}'")
+                      table_properties: dict[str, str] | None = None, merge_schema: bool = False,
+                      value_to: dt.date | None = None) -> int:
+    """Replace exactly the rows with column = value (or value <= column <= value_to), in one Delta transaction
+    (creates the table if needed, with `table_properties`; an existing table keeps its own; merge_schema adds
+    new columns to an existing table). Returns the table version it committed."""
+    where = (f"{column} = DATE'{value.isoformat()}'" if value_to is None or value_to == value
+             else f"{column} >= DATE'{value.isoformat()}' AND {column} <= DATE'{value_to.isoformat()}'")
+    writer = df.write.format("delta").mode("overwrite").option("replaceWhere", where)
     if merge_schema:
         writer = writer.option("mergeSchema", "true")
     for key, prop in (table_properties or {}).items():
