@@ -136,6 +136,15 @@ def candidate_row(rows: list[dict], model_version: str) -> dict | None:
     return found[-1] if found else None
 
 
-def referenced_sequence_versions(rows: list[dict]) -> list[int]:
-    """user_sequences versions the registry's models were trained on (what VACUUM must keep readable)."""
-    return sorted({r["user_sequences_version"] for r in rows if r["user_sequences_version"] is not None})
+def referenced_sequence_versions(rows: list[dict], since: dt.date | None = None) -> list[int]:
+    """user_sequences versions that models the registry still points to were trained on (what VACUUM must keep
+    readable): every model published for a date from `since` on, and the one serving on `since`. Older models
+    are history: their training snapshots may go once the backfill window has passed them."""
+    if since is None:
+        kept = rows
+    else:
+        serving = published_for(rows, since)
+        names = {r["model_version"] for r in rows if r["status"] == PUBLISHED and r["data_date"] >= since}
+        names |= {serving["model_version"]} if serving else set()
+        kept = [r for r in rows if r["model_version"] in names]
+    return sorted({r["user_sequences_version"] for r in kept if r["user_sequences_version"] is not None})

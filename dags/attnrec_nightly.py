@@ -1,61 +1,125 @@
-"""attnrec nightly: ingest the day's raw logs, rebuild the sequence snapshot, retrain the model.
+"""attnrec nightly: the whole pipeline for the data day that has just ended, and the only place its steps are listed.
 
-Wiring only: each task runs a job's own command line, exactly as an operator would by hand.
-Paths come from the worker's environment at run time (ATTNREC_HOME, ATTNREC_RAW, ATTNREC_WAREHOUSE,
-ATTNREC_ARTIFACTS, ATTNREC_TRAIN_ARGS), so nothing is read at import.
+    ingest_events -> build_sequences -> train -> evaluate_and_gate -> score_users -> export -> maintenance
+
+Wiring only: every task runs a job's own command line. Spark steps go through SparkSubmitOperator and the
+`spark_default` connection (`local[*]` for the embedded default: `attnrec run` sets
+AIRFLOW_CONN_SPARK_DEFAULT; a standalone cluster, YARN or Kubernetes is a connection change) with the
+Spark settings of infra/spark-defaults.conf; the train and gate steps are plain Python (PyTorch, no Spark).
+Export endpoints and credentials come from the connections `attnrec_redis` and `attnrec_postgres`, only
+read when `export_to` names them. Locations and options are DAG params (defaults from ATTNREC_* variables).
 """
 
 from __future__ import annotations
 
 import os
+import sys
 
 import pendulum
+from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.providers.standard.operators.bash import BashOperator
-from airflow.sdk import DAG, CronDataIntervalTimetable
+from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, Param
 
 # The run that starts just after midnight covers the day that has just ended: Airflow 3's plain "@daily" is a
 # trigger whose logical date is the day that is beginning (an empty interval), whose logs are not there yet.
 NIGHTLY = CronDataIntervalTimetable("@daily", timezone="UTC")
 DATA_DAY = "{{ data_interval_start | ds }}"  # the data day a run processes
 
-# The checkout this file lives in, unless the deployment says otherwise.
 PROJECT_DIR = os.environ.get("ATTNREC_HOME") or os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SETUP = (
-    'cd "$ATTNREC_HOME" && PY="${ATTNREC_PYTHON:-$ATTNREC_HOME/.venv/bin/python}" && '
-    'RAW="${ATTNREC_RAW:-raw}" && WH="${ATTNREC_WAREHOUSE:-warehouse}" && ART="${ATTNREC_ARTIFACTS:-artifacts}" && '
-)
+PYTHON = os.environ.get("ATTNREC_PYTHON") or sys.executable  # the interpreter with the project installed
+SPARK_PROPERTIES = os.path.join(PROJECT_DIR, "infra", "spark-defaults.conf")
+
+
+def _location(env: str, default: str) -> str:
+    return os.path.abspath(os.path.join(PROJECT_DIR, os.environ.get(env, default)))
+
+
+WAREHOUSE = _location("ATTNREC_WAREHOUSE", "warehouse")
+ASSETS = {name: Asset(name=f"attnrec_{name}", uri=f"file://{WAREHOUSE}/{name}")
+          for name in ("events", "user_sequences", "model_registry", "recommendations")}
+
+
+def _conn_env(target: str, conn_id: str, fields: dict[str, str]) -> dict[str, str]:
+    """Env entries rendered from an Airflow connection, only when `export_to` names the target (a deployment
+    without Redis needs no Redis connection). Passwords go through the environment, never the command line."""
+    return {env: f"{{{{ conn.{conn_id}.{expr} if '{target}' in params.export_to.split(',') else '{default}' }}}}"
+            for env, (expr, default) in fields.items()}
+
+
+EXPORT_ENV = {
+    **_conn_env("redis", "attnrec_redis", {
+        "ATTNREC_REDIS_HOST": ("host", "localhost"), "ATTNREC_REDIS_PORT": ("port", "6379"),
+        "ATTNREC_REDIS_DB": ("extra_dejson.get('db', 0)", "0"), "ATTNREC_REDIS_PASSWORD": ("password or ''", "")}),
+    **_conn_env("postgres", "attnrec_postgres", {
+        "ATTNREC_PG_HOST": ("host", "localhost"), "ATTNREC_PG_PORT": ("port", "5432"),
+        "ATTNREC_PG_DB": ("schema", "attnrec"), "ATTNREC_PG_USER": ("login", "attnrec"),
+        "ATTNREC_PG_PASSWORD": ("password or ''", "")}),
+}
+
+
+def spark_step(task_id: str, job: str, args: list[str], env: dict | None = None, **kwargs) -> SparkSubmitOperator:
+    return SparkSubmitOperator(
+        task_id=task_id, conn_id="spark_default", application=os.path.join(PROJECT_DIR, "jobs", f"{job}.py"),
+        application_args=args, properties_file=SPARK_PROPERTIES, name=f"attnrec-{task_id}-{DATA_DAY}",
+        env_vars={"PYSPARK_PYTHON": PYTHON, "PYSPARK_DRIVER_PYTHON": PYTHON, "PYTHONPATH": PROJECT_DIR, **(env or {})},
+        **kwargs,
+    )
+
+
+def python_step(task_id: str, command: str, **kwargs) -> BashOperator:
+    return BashOperator(task_id=task_id, bash_command=f'"{PYTHON}" -m jobs.cli {command}', cwd=PROJECT_DIR,
+                        env={"PYTHONPATH": PROJECT_DIR}, append_env=True, **kwargs)
+
 
 with DAG(
     dag_id="attnrec_nightly",
-    description="raw events -> events -> user_sequences -> model",
+    description="raw events -> events -> user_sequences -> model (gated) -> recommendations -> exports",
     schedule=NIGHTLY,
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
-    catchup=False,  # backfills are explicit: `airflow backfill create --dag-id attnrec_nightly ...`
-    max_active_runs=1,  # build_sequences numbers new items: one run at a time per warehouse
-    default_args={"retries": 2, "retry_delay": pendulum.duration(minutes=10)},
+    catchup=False,  # backfills are explicit: `attnrec run --from-date` or `airflow backfill create`
+    max_active_runs=1,  # build_sequences numbers new items and training warm-starts from yesterday: one night at a time
+    # `attnrec run` sets ATTNREC_TASK_RETRIES=0: at a terminal a failure should stop now, not wait for a retry
+    default_args={"retries": int(os.environ.get("ATTNREC_TASK_RETRIES", "2")), "retry_delay": pendulum.duration(minutes=5)},
+    params={
+        "raw": Param(_location("ATTNREC_RAW", "raw"), type="string"),
+        "warehouse": Param(WAREHOUSE, type="string"),
+        "models": Param(_location("ATTNREC_MODELS", "artifacts/models"), type="string"),
+        "exports": Param(_location("ATTNREC_EXPORTS", "exports"), type="string"),
+        "export_to": Param(os.environ.get("ATTNREC_EXPORT_TO", "files"), type="string"),
+        "top_n": Param(100, type="integer"),
+        "train_args": Param(os.environ.get("ATTNREC_TRAIN_ARGS", ""), type="string",
+                            description="extra `attnrec train-nightly` options, e.g. --full-retrain-every-days 7"),
+        "gate_args": Param(os.environ.get("ATTNREC_GATE_ARGS", ""), type="string",
+                           description="extra `attnrec gate` options, e.g. --gate-tolerance 0.1 --gate-min-users 50"),
+    },
     tags=["attnrec"],
 ) as dag:
-    env = {"ATTNREC_HOME": PROJECT_DIR}
-    ingest_events = BashOperator(
-        task_id="ingest_events",
-        bash_command=SETUP + 'PYTHON="$PY" infra/spark-submit.sh jobs/ingest_events.py '
-        f'--logical-date {DATA_DAY} --raw "$RAW" --warehouse "$WH"',
-        env=env, append_env=True,
-    )
-    build_sequences = BashOperator(
-        task_id="build_sequences",
-        bash_command=SETUP + 'PYTHON="$PY" infra/spark-submit.sh jobs/build_sequences.py '
-        f'--logical-date {DATA_DAY} --warehouse "$WH"',
-        env=env, append_env=True,
-    )
-    # Each model lands in $ART/models/<model_version>/; which one serves (and warm starts) is the registry's call.
-    train_model = BashOperator(
-        task_id="train_model",
-        bash_command=SETUP + f'"$PY" -m jobs.cli train --table "$WH/user_sequences" --as-of-date {DATA_DAY} '
-        '--out "$ART/models" ${ATTNREC_TRAIN_ARGS:-}',
-        env=env, append_env=True,
-    )
-    ingest_events >> build_sequences >> train_model
+    wh, day, run_id = "{{ params.warehouse }}", DATA_DAY, "{{ run_id }}"
+    ingest_events = spark_step("ingest_events", "ingest_events",
+                               ["--logical-date", day, "--raw", "{{ params.raw }}", "--warehouse", wh],
+                               outlets=[ASSETS["events"]])
+    build_sequences = spark_step("build_sequences", "build_sequences", ["--logical-date", day, "--warehouse", wh],
+                                 inlets=[ASSETS["events"]], outlets=[ASSETS["user_sequences"]])
+    # --resume: an Airflow retry continues this training from its checkpoint
+    train = python_step("train", f"train-nightly --date {day} --warehouse {wh} --models '{{{{ params.models }}}}' "
+                                 f"--run-id '{run_id}' --resume {{{{ params.train_args }}}}",
+                        inlets=[ASSETS["user_sequences"]])
+    evaluate_and_gate = python_step("evaluate_and_gate", f"gate --date {day} --warehouse {wh} --run-id '{run_id}' "
+                                                         "{{ params.gate_args }}",
+                                    outlets=[ASSETS["model_registry"]])
+    score_users = spark_step("score_users", "score_users",
+                             ["--logical-date", day, "--warehouse", wh, "--top-n", "{{ params.top_n }}"],
+                             inlets=[ASSETS["user_sequences"], ASSETS["model_registry"]],
+                             outlets=[ASSETS["recommendations"]])
+    export = spark_step("export", "export_recommendations",
+                        ["--logical-date", day, "--warehouse", wh, "--to", "{{ params.export_to }}",
+                         "--exports", "{{ params.exports }}"],
+                        env=EXPORT_ENV, inlets=[ASSETS["recommendations"]])
+    maintenance = spark_step("maintenance", "maintenance",
+                             ["--logical-date", day, "--warehouse", wh, "--models", "{{ params.models }}",
+                              "--exports", "{{ params.exports }}", "--to", "{{ params.export_to }}"],
+                             env=EXPORT_ENV)
+    ingest_events >> build_sequences >> train >> evaluate_and_gate >> score_users >> export >> maintenance
 
 if __name__ == "__main__":
     dag.test()

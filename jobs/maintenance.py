@@ -155,7 +155,8 @@ def run(spark: SparkSession, params: MaintenanceParams) -> MaintenanceReport:
         metrics = spark.sql(f"OPTIMIZE delta.`{path}` WHERE {column} = DATE'{day}'").first()["metrics"]
         optimized[table] = int(metrics["numFilesRemoved"])
     stage.lap("optimize")
-    registry_versions = reg.referenced_sequence_versions(reg.read_registry(params.warehouse))
+    window_start = params.logical_date - dt.timedelta(days=params.retention_days)
+    registry_versions = reg.referenced_sequence_versions(reg.read_registry(params.warehouse), since=window_start)
     for table in TABLES:
         path = table_path(params.warehouse, table)
         if not table_exists(spark, path):
