@@ -129,7 +129,7 @@ def test_airflow_backfill_create_dry_run_lists_the_data_days(tmp_path):
 # ---------------------------------------------------------------- the shared multi-night replay
 
 HISTORY_DAY, NIGHTS, BROKEN_NIGHT = dt.date(2026, 3, 1), [dt.date(2026, 3, d) for d in (2, 3, 4)], dt.date(2026, 3, 5)
-TRAIN_ARGS = ("--epochs 4 --warm-epochs 2 --d-model 16 --blocks 1 --heads 1 --max-len 30 --batch-size 64 "
+TRAIN_ARGS = ("--epochs 15 --warm-epochs 5 --d-model 32 --blocks 1 --heads 1 --max-len 30 --batch-size 64 "
               "--patience 10 --device cpu")
 GATE_ARGS = "--gate-min-users 5"
 TABLES = ("events", "events_quarantine", "item_index", "user_sequences", "sequence_snapshots", "recommendations")
