@@ -353,10 +353,23 @@ def models_main(argv: list[str] | None = None) -> int:
 
 
 def _run_main(prog: str, fn, a: argparse.Namespace) -> int:
+    """Run a step, print its JSON report, and append its row to pipeline_runs (train-nightly and gate)."""
+    import time
+
+    from attnmodel import runlog
+
+    step = prog.split()[-1]
+    recorded = step in ("train-nightly", "gate")
+    started = time.monotonic()
     try:
         out = fn(a)
     except (DataError, ValueError, FileNotFoundError) as e:
         print(f"{prog}: error: {e}", file=sys.stderr)
+        if recorded:
+            runlog.record_step(a.warehouse, step, a.date, a.run_id, status=runlog.FAILED, message=str(e),
+                               seconds=round(time.monotonic() - started, 2))
         return 2
     print(json.dumps(out, default=str))
+    if recorded:
+        runlog.record_step(a.warehouse, step, a.date, a.run_id, out, seconds=round(time.monotonic() - started, 2))
     return 0

@@ -1,11 +1,14 @@
 """attnrec nightly: the whole pipeline for the data day that has just ended, and the only place its steps are listed.
 
-    ingest_events -> build_sequences -> train -> evaluate_and_gate -> score_users -> export -> maintenance
+    ingest_events -> build_sequences -> check_data -> train -> evaluate_and_gate -> score_users -> export
+    -> maintenance, then record_run (whatever happened: the night's pipeline_runs rows and summary)
 
 Wiring only: every task runs a job's own command line. Spark steps go through SparkSubmitOperator and the
 `spark_default` connection (`local[*]` for the embedded default: `attnrec run` sets
 AIRFLOW_CONN_SPARK_DEFAULT; a standalone cluster, YARN or Kubernetes is a connection change) with the
 Spark settings of infra/spark-defaults.conf; the train and gate steps are plain Python (PyTorch, no Spark).
+Every task depends on its own success the night before (depends_on_past): a failed night blocks the nights
+after it until it is fixed and rerun, so D+1 never folds a bad day D into its sequences.
 Export endpoints and credentials come from the connections `attnrec_redis` and `attnrec_postgres`, only
 read when `export_to` names them. Locations and options are DAG params (defaults from ATTNREC_* variables).
 """
@@ -18,7 +21,7 @@ import sys
 import pendulum
 from airflow.providers.apache.spark.operators.spark_submit import SparkSubmitOperator
 from airflow.providers.standard.operators.bash import BashOperator
-from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, Param
+from airflow.sdk import DAG, Asset, CronDataIntervalTimetable, Param, chain
 
 # The run that starts just after midnight covers the day that has just ended: Airflow 3's plain "@daily" is a
 # trigger whose logical date is the day that is beginning (an empty interval), whose logs are not there yet.
@@ -79,7 +82,8 @@ with DAG(
     catchup=False,  # backfills are explicit: `attnrec run --from-date` or `airflow backfill create`
     max_active_runs=1,  # build_sequences numbers new items and training warm-starts from yesterday: one night at a time
     # `attnrec run` sets ATTNREC_TASK_RETRIES=0: at a terminal a failure should stop now, not wait for a retry
-    default_args={"retries": int(os.environ.get("ATTNREC_TASK_RETRIES", "2")), "retry_delay": pendulum.duration(minutes=5)},
+    default_args={"retries": int(os.environ.get("ATTNREC_TASK_RETRIES", "2")), "retry_delay": pendulum.duration(minutes=5),
+                  "depends_on_past": True},
     params={
         "raw": Param(_location("ATTNREC_RAW", "raw"), type="string"),
         "warehouse": Param(WAREHOUSE, type="string"),
@@ -89,17 +93,25 @@ with DAG(
         "top_n": Param(100, type="integer"),
         "train_args": Param(os.environ.get("ATTNREC_TRAIN_ARGS", ""), type="string",
                             description="extra `attnrec train-nightly` options, e.g. --full-retrain-every-days 7"),
+        "check_thresholds": Param({}, type="object",
+                                  description="check_data thresholds over its defaults, e.g. {\"max_quarantine_share\": 0.05}"),
         "gate_args": Param(os.environ.get("ATTNREC_GATE_ARGS", ""), type="string",
                            description="extra `attnrec gate` options, e.g. --gate-tolerance 0.1 --gate-min-users 50"),
     },
     tags=["attnrec"],
 ) as dag:
     wh, day, run_id = "{{ params.warehouse }}", DATA_DAY, "{{ run_id }}"
+    # --allow-empty: a day without raw files is recorded as empty; check_data decides whether that is allowed
     ingest_events = spark_step("ingest_events", "ingest_events",
-                               ["--logical-date", day, "--raw", "{{ params.raw }}", "--warehouse", wh],
+                               ["--logical-date", day, "--raw", "{{ params.raw }}", "--warehouse", wh, "--allow-empty",
+                                "--run-id", run_id],
                                outlets=[ASSETS["events"]])
-    build_sequences = spark_step("build_sequences", "build_sequences", ["--logical-date", day, "--warehouse", wh],
+    build_sequences = spark_step("build_sequences", "build_sequences",
+                                 ["--logical-date", day, "--warehouse", wh, "--run-id", run_id],
                                  inlets=[ASSETS["events"]], outlets=[ASSETS["user_sequences"]])
+    check_data = spark_step("check_data", "check_data",
+                            ["--logical-date", day, "--warehouse", wh, "--run-id", run_id, "--thresholds",
+                             "{{ params.check_thresholds | tojson }}"], retries=0)  # a failed check is not transient
     # --resume: an Airflow retry continues this training from its checkpoint
     train = python_step("train", f"train-nightly --date {day} --warehouse {wh} --models '{{{{ params.models }}}}' "
                                  f"--run-id '{run_id}' --resume {{{{ params.train_args }}}}",
@@ -108,18 +120,26 @@ with DAG(
                                                          "{{ params.gate_args }}",
                                     outlets=[ASSETS["model_registry"]])
     score_users = spark_step("score_users", "score_users",
-                             ["--logical-date", day, "--warehouse", wh, "--top-n", "{{ params.top_n }}"],
+                             ["--logical-date", day, "--warehouse", wh, "--top-n", "{{ params.top_n }}",
+                              "--run-id", run_id],
                              inlets=[ASSETS["user_sequences"], ASSETS["model_registry"]],
                              outlets=[ASSETS["recommendations"]])
     export = spark_step("export", "export_recommendations",
                         ["--logical-date", day, "--warehouse", wh, "--to", "{{ params.export_to }}",
-                         "--exports", "{{ params.exports }}"],
+                         "--exports", "{{ params.exports }}", "--run-id", run_id],
                         env=EXPORT_ENV, inlets=[ASSETS["recommendations"]])
     maintenance = spark_step("maintenance", "maintenance",
                              ["--logical-date", day, "--warehouse", wh, "--models", "{{ params.models }}",
-                              "--exports", "{{ params.exports }}", "--to", "{{ params.export_to }}"],
+                              "--exports", "{{ params.exports }}", "--to", "{{ params.export_to }}", "--run-id", run_id],
                              env=EXPORT_ENV)
-    ingest_events >> build_sequences >> train >> evaluate_and_gate >> score_users >> export >> maintenance
+    # whatever happened before it: rows for the steps that crashed or never ran, the night's summary; it fails
+    # when the night did, so the run stays failed (a leaf that succeeds would mark it a success)
+    record_run = python_step("record_run", f"record-run --date {day} --warehouse {wh} --run-id '{run_id}' "
+                                           "--task-states '{{ ti.get_task_states(dag_id=dag.dag_id, run_ids=[run_id]) "
+                                           "| tojson }}'", trigger_rule="all_done", retries=0, depends_on_past=False)
+    steps = [ingest_events, build_sequences, check_data, train, evaluate_and_gate, score_users, export, maintenance]
+    chain(*steps)
+    steps >> record_run
 
 if __name__ == "__main__":
     dag.test()

@@ -284,7 +284,7 @@ def params_from_args(args: argparse.Namespace) -> SequenceParams:
 def main(argv: list[str] | None = None, spark: SparkSession | None = None, prog: str = "build_sequences") -> int:
     args = build_parser(prog).parse_args(argv)
     return run_job("sequences", lambda: params_from_args(args), run,
-                   app_name="build_sequences", master=args.master, spark=spark)
+                   app_name="build_sequences", master=args.master, spark=spark, run_id=args.run_id)
 
 
 if __name__ == "__main__":

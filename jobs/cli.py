@@ -25,6 +25,7 @@ STEPS = {
     "import-movielens": ("jobs.import_movielens", "main", "convert MovieLens u.data / ratings.dat / ml-1m.txt to raw logs"),
     "ingest": ("jobs.ingest_events", "main", "ingest one day of raw logs into the events table"),
     "sequences": ("jobs.build_sequences", "main", "build the user_sequences snapshot for one date"),
+    "check": ("jobs.check_data", "main", "the night's data checks (quarantine share, volume, empty days, new ids)"),
     "train": ("attnmodel.cli", "train_main", "train the attention model and write a model artefact"),
     "train-nightly": ("attnmodel.nightly", "train_nightly_main",
                       "train tonight's candidate (warm start or full retrain, refit) and register it"),
@@ -34,6 +35,8 @@ STEPS = {
     "score": ("jobs.score_users", "main", "score every user of a snapshot with a model: top-N to recommendations"),
     "export": ("jobs.export_recommendations", "main", "export a date's recommendations to files, Redis, PostgreSQL"),
     "maintenance": ("jobs.maintenance", "main", "OPTIMIZE a night's partitions, VACUUM, clean up leftovers"),
+    "runs": ("jobs.runs", "runs_main", "per-date summary of the pipeline_runs table"),
+    "record-run": ("jobs.runs", "record_run_main", "the DAG's last task: record steps that left no row, summary"),
 }
 DEMO_DAYS = 14
 # A quick first taste: the nightly settings' 40 epochs take ~4 min on the demo on 2 cores (NDCG@10 0.62);
@@ -111,6 +114,11 @@ def run_pipeline(args: argparse.Namespace) -> int:
         history_from = history_from or demo_start
     if first_night > args.date:
         return fail("--from-date is after --date")
+    try:
+        check_thresholds = json.loads(args.check_thresholds)
+        assert isinstance(check_thresholds, dict)
+    except (ValueError, AssertionError):
+        return fail(f"--check-thresholds must be a JSON object, got {args.check_thresholds!r}")
     ran = []
     if history_from is not None and history_from < first_night:
         # One ingest over the whole range: the same rows as one nightly ingest per day, in one Spark job
@@ -133,7 +141,7 @@ def run_pipeline(args: argparse.Namespace) -> int:
     conf = {"raw": os.path.abspath(args.raw_root), "warehouse": os.path.abspath(args.warehouse),
             "models": os.path.abspath(os.path.join(args.artifacts, "models")), "exports": os.path.abspath(args.exports),
             "export_to": args.export_to, "top_n": args.top_n, "train_args": train_args.strip(),
-            "gate_args": args.gate_args}
+            "gate_args": args.gate_args, "check_thresholds": check_thresholds}
     env = _airflow_env(args)
     _ensure_metadata_db(env)
     dates = ",".join(d.isoformat() for d in nights)
@@ -144,6 +152,8 @@ def run_pipeline(args: argparse.Namespace) -> int:
         return fail(f"the nightly DAG failed (see the task logs above); rerun `attnrec run --date ...` for the "
                     f"failed date once it is fixed: later dates were not run", code=out.returncode)
     ran.append(f"DAG attnrec_nightly for {nights[0]}..{nights[-1]} ({len(nights)} nights)")
+    _call("runs", ["--from-date", nights[0].isoformat(), "--date", nights[-1].isoformat(),
+                   "--warehouse", args.warehouse])
     print(f"[run] ran: {'; '.join(ran)}; {time.monotonic() - started:.1f} s", flush=True)
     return 0
 
@@ -177,6 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--train-args", default=os.environ.get("ATTNREC_TRAIN_ARGS", ""),
                      help="extra `attnrec train-nightly` options")
     run.add_argument("--gate-args", default=os.environ.get("ATTNREC_GATE_ARGS", ""), help="extra `attnrec gate` options")
+    run.add_argument("--check-thresholds", default=os.environ.get("ATTNREC_CHECK_THRESHOLDS", "{}"),
+                     help='check_data thresholds over its defaults (JSON), e.g. \'{"max_quarantine_share": 0.05}\'')
     run.add_argument("--top-n", type=int, default=100)
     run.add_argument("--export-to", default="files", help="export targets (files,redis,postgres; default files); "
                      "redis and postgres read the Airflow connections attnrec_redis / attnrec_postgres")

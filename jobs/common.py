@@ -47,6 +47,7 @@ def add_location_args(parser: argparse.ArgumentParser, *, raw: bool = False) -> 
                             help="raw log root holding events/dt=YYYY-MM-DD/ (env ATTNREC_RAW; default ./raw)")
     parser.add_argument("--warehouse", default=default_warehouse(),
                         help="Delta warehouse root, local path or Hadoop URI (env ATTNREC_WAREHOUSE; default ./warehouse)")
+    parser.add_argument("--run-id", default="", help="the scheduler's run id, recorded in pipeline_runs (default: manual)")
     parser.add_argument("--master", default=None,
                         help="Spark master (env ATTNREC_SPARK_MASTER; default local[*]; under spark-submit, its --master)")
 
@@ -80,9 +81,13 @@ def fail(message: str, code: int = 2) -> int:
     return code
 
 
-def run_job(step: str, make_params, run, *, app_name: str, master: str | None = None, spark=None) -> int:
-    """The shared tail of every Spark job's main(): build params, start (or reuse) a session, run, report.
+def run_job(step: str, make_params, run, *, app_name: str, master: str | None = None, spark=None,
+            run_id: str | None = None) -> int:
+    """The shared tail of every Spark job's main(): build params, start (or reuse) a session, run, report, and
+    append the step's row to pipeline_runs (success, or failed with the reason).
     Bad input the operator can fix becomes one line on stderr and exit code 2."""
+    params = None
+    started = time.monotonic()
     try:
         params = make_params()
         if spark is None:
@@ -91,6 +96,17 @@ def run_job(step: str, make_params, run, *, app_name: str, master: str | None = 
             spark = build_spark(SparkConfig.from_env(master=master, app_name=app_name))
         report = run(spark, params)
     except JobInputError as exc:
+        if params is not None and run_id is not None:
+            _record(step, params, run_id, None, status="failed", message=str(exc),
+                    seconds=round(time.monotonic() - started, 2))
         return fail(str(exc))
     print_report(step, report)
+    if run_id is not None:
+        _record(step, params, run_id, dataclasses.asdict(report))
     return 0
+
+
+def _record(step: str, params, run_id: str, report: dict | None, **kw) -> None:
+    from attnmodel import runlog
+
+    runlog.record_step(params.warehouse, step, params.logical_date, run_id, report, **kw)

@@ -428,7 +428,7 @@ def params_from_args(args: argparse.Namespace) -> ExportParams:
 def main(argv: list[str] | None = None, spark: SparkSession | None = None, prog: str = "export_recommendations") -> int:
     args = build_parser(prog).parse_args(argv)
     return run_job("export", lambda: params_from_args(args), run, app_name="export_recommendations",
-                   master=args.master, spark=spark)
+                   master=args.master, spark=spark, run_id=args.run_id)
 
 
 if __name__ == "__main__":

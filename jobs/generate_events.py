@@ -22,15 +22,15 @@ What the data looks like (every number below is a module constant or a parameter
   always whole seconds.
 
 Bad records (so that the demo exercises the ingest quarantine), with `--bad-share s` (default 0.01):
-for each of the 9 line-level kinds in BAD_LINE_KINDS exactly `planted_bad_counts(E, s)[kind]` =
-max(1, round(E*s/9)) extra lines are written (so about s*E in all), each derived from a distinct good
+for each of the 10 line-level kinds in BAD_LINE_KINDS exactly `planted_bad_counts(E, s)[kind]` =
+max(1, round(E*s/10)) extra lines are written (so about s*E in all), each derived from a distinct good
 event and written into that event's day partition; the good event itself is always written too, so
 ingest should accept exactly E events. Each bad line has exactly one defect:
 invalid_json (a truncated line), missing_user_id (absent/null/empty/blank), missing_item_id
 (absent/null/empty), bad_timestamp (unparseable or empty), out_of_window (moved by 3 days 1 hour up to
 23 days 1 hour), unknown_event_type (unknown name or absent), bad_value (non-numeric string),
 oversized_record (a padding field makes it > 8 KB), duplicate (a byte-identical copy of a good line,
-same event_id). Bad lines other than duplicates carry their own event_id ("...-bad").
+same event_id), non_scalar_id (user_id or item_id sent as a JSON object or array). Bad lines other than duplicates carry their own event_id ("...-bad").
 Per run there is also one truncated gzip file CORRUPT_FILE_NAME in the partition of day days//2 and
 one empty file EMPTY_FILE_NAME in the partition of day 0. `--bad-share 0` writes clean data only.
 
@@ -85,6 +85,7 @@ BAD_LINE_KINDS = (
     rc.BAD_VALUE,
     rc.OVERSIZED_RECORD,
     rc.DUPLICATE,
+    rc.NON_SCALAR_ID,
 )
 CORRUPT_FILE_NAME = "part-corrupt.json.gz"  # a truncated gzip, in day days//2
 EMPTY_FILE_NAME = "part-empty.json"  # zero bytes, in day 0
@@ -453,6 +454,10 @@ def _bad_line(kind: str, f: dict, i: int, sec_epoch: int, rng) -> str:
         return _line(eid, user, item, etype, ts, ',"value":' + ('"abc"', '"five"', '"n/a"', '"4 stars"')[v])
     if kind == rc.OVERSIZED_RECORD:
         return _line(eid, user, item, etype, ts, value, ',"payload":"' + "x" * OVERSIZE_PADDING + '"')
+    if kind == rc.NON_SCALAR_ID:  # an exporter that sends the id's object (or a list) instead of the id
+        if v < 2:
+            return _line(eid, ('{"id":%s}' % user, f"[{user}]")[v], item, etype, ts, value)
+        return _line(eid, user, ('{"id":%s}' % item, f"[{item}]")[v - 2], etype, ts, value)
     raise ValueError(kind)
 
 

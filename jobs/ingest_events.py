@@ -30,6 +30,7 @@ from jobs import raw_contract as rc
 from jobs.common import JobInputError, StageClock, add_job_args, event_types_arg, parse_date, run_job
 from jobs.raw_files import (
     FILE_CORRUPT,
+    FILE_FOREIGN_ENCODING,
     LINES_SCHEMA,
     list_partition_files,
     read_raw_records,
@@ -106,6 +107,46 @@ def _has_utc_offset(ts_text: Column) -> Column:
     ) & (F.length(ts_text) >= 16)
 
 
+_CONTROL_CHARACTERS = "[\\x00-\\x1f\\x7f]"
+
+
+def _looks_non_string(id_text: Column) -> Column:
+    """Cheap character tests for an id whose JSON value may not be a string or an integer: an object, an array,
+    a boolean, or a number with a fraction or exponent. Only these rows pay for parsing their JSON type."""
+    first = F.substring(id_text, 1, 1)
+    return (first.isin("{", "[") | id_text.isin("true", "false")
+            | (first.isin(*"-0123456789") & (id_text.contains(".") | id_text.contains("e") | id_text.contains("E"))))
+
+
+def checked_id(json_text: Column, field: str, id_text: Column) -> tuple[Column, Column]:
+    """(the id to keep, a (reason, detail) struct or null) for one id field of a record.
+
+    Strings are kept as they are (trimmed), integers as their JSON text. An integral number written with a
+    fraction or exponent (7.0, 7e0: exporters that write every number as a double) is the integer ("7"),
+    so one user does not become two. Objects and arrays are non_scalar_id; booleans, numbers with a
+    fraction, and ids holding control characters are bad_id."""
+    kind = F.when(_looks_non_string(id_text), F.schema_of_variant(
+        F.try_variant_get(F.try_parse_json(json_text), f"$.{field}", "variant")))
+    number = id_text.try_cast("decimal(38,6)")
+    is_number = kind.startswith("DECIMAL") | kind.isin("DOUBLE", "FLOAT")
+    integral = is_number & number.isNotNull() & (number == F.floor(number))
+
+    def problem(code: str, what: Column) -> Column:
+        return F.struct(F.lit(code).alias("reason"), F.concat(F.lit(f"{field} "), what).alias("detail"))
+
+    verdict = (
+        F.when(kind.startswith("OBJECT") | kind.startswith("ARRAY"),
+               problem(rc.NON_SCALAR_ID, F.concat(F.lit("is a JSON "), F.lower(F.split(kind, "<")[0]),
+                                                  F.lit(": ids must be JSON strings or integers"))))
+        .when(kind == "BOOLEAN", problem(rc.BAD_ID, F.concat(F.lit("is the boolean "), id_text)))
+        .when(is_number & ~integral, problem(rc.BAD_ID, F.concat(F.lit("is the number "), id_text,
+                                                                   F.lit(", not an integer"))))
+        .when(id_text.rlike(_CONTROL_CHARACTERS), problem(rc.BAD_ID, F.lit("contains control characters")))
+    )
+    kept = F.when(integral, F.floor(number).cast("decimal(38,0)").cast("string")).otherwise(id_text)
+    return kept, verdict
+
+
 def classify_records(
     records: DataFrame,
     *,
@@ -155,7 +196,9 @@ def classify_records(
         F.when(F.col("reader_reason").isNotNull(), verdict(F.col("reader_reason"), F.col("reader_detail")))
         .when(~F.col("_is_json_object"), verdict(rc.INVALID_JSON, F.lit("not a JSON object")))
         .when(F.col(USER_ID).isNull(), verdict(rc.MISSING_USER_ID, F.lit("user_id is missing or empty")))
+        .when(F.col("_user_problem").isNotNull(), F.col("_user_problem"))
         .when(F.col(ITEM_ID).isNull(), verdict(rc.MISSING_ITEM_ID, F.lit("item_id is missing or empty")))
+        .when(F.col("_item_problem").isNotNull(), F.col("_item_problem"))
         .when(etype.isNull() | ~etype.isin(list(event_types)),
               verdict(rc.UNKNOWN_EVENT_TYPE, F.concat(F.lit("event_type '"), F.coalesce(etype, F.lit("<missing>")),
                                                       F.lit(f"' is not one of {','.join(event_types)}"))))
@@ -171,7 +214,7 @@ def classify_records(
     return (
         parsed.select(
             "file_index", "line_number", "raw", "reader_reason", "reader_detail",
-            is_json_object.alias("_is_json_object"),
+            is_json_object.alias("_is_json_object"), json_text.alias("_json"),
             _blank_to_null(F.col(f"rec.{rc.RAW_EVENT_ID}")).alias("event_id"),
             _blank_to_null(F.col(f"rec.{rc.RAW_USER_ID}")).alias(USER_ID),
             _blank_to_null(F.col(f"rec.{rc.RAW_ITEM_ID}")).alias(ITEM_ID),
@@ -179,6 +222,10 @@ def classify_records(
             _blank_to_null(F.col(f"rec.{rc.RAW_TIMESTAMP}")).alias("_ts_text"),
             _blank_to_null(F.col(f"rec.{rc.RAW_VALUE}")).alias("_value_text"),
         )
+        .withColumns(dict(zip(("_user_kept", "_user_problem"), checked_id(F.col("_json"), rc.RAW_USER_ID, F.col(USER_ID)))))
+        .withColumns(dict(zip(("_item_kept", "_item_problem"), checked_id(F.col("_json"), rc.RAW_ITEM_ID, F.col(ITEM_ID)))))
+        .withColumn(USER_ID, F.col("_user_kept"))
+        .withColumn(ITEM_ID, F.col("_item_kept"))
         .withColumn("_event_ts", event_ts)
         .withColumn("value", value)
         .withColumn("_bad_value", bad_value)
@@ -276,7 +323,9 @@ def to_quarantine(deduplicated: DataFrame, files: DataFrame, file_rows: DataFram
         "source_file",
         F.lit(None).cast("long").alias("line_number"),
         F.lit(None).cast("string").alias("raw"),
-        F.when(F.col("file_status") == FILE_CORRUPT, F.lit(rc.CORRUPT_FILE)).otherwise(F.lit(rc.EMPTY_FILE)).alias("reason"),
+        F.when(F.col("file_status") == FILE_CORRUPT, F.lit(rc.CORRUPT_FILE))
+        .when(F.col("file_status") == FILE_FOREIGN_ENCODING, F.lit(rc.UNSUPPORTED_ENCODING))
+        .otherwise(F.lit(rc.EMPTY_FILE)).alias("reason"),
         F.col("reader_detail").alias("detail"),
     )
     return rejected.unionByName(whole_files).select(
@@ -449,7 +498,7 @@ def main(argv: list[str] | None = None, spark: SparkSession | None = None, prog:
     # ingested_at is the one wall-clock value, stamped here at the edge
     ingested_at = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
     return run_job("ingest", lambda: params_from_args(args, ingested_at), run,
-                   app_name="ingest_events", master=args.master, spark=spark)
+                   app_name="ingest_events", master=args.master, spark=spark, run_id=args.run_id)
 
 
 if __name__ == "__main__":

@@ -226,7 +226,7 @@ def main(argv: list[str] | None = None, spark: SparkSession | None = None, prog:
                                  retention_days=args.retention_days, stale_hours=args.stale_hours,
                                  full_vacuum_weekday=args.full_vacuum_weekday)
 
-    return run_job("maintenance", params, run, app_name="maintenance", master=args.master, spark=spark)
+    return run_job("maintenance", params, run, app_name="maintenance", master=args.master, spark=spark, run_id=args.run_id)
 
 
 if __name__ == "__main__":

@@ -39,7 +39,11 @@ OVERSIZED_RECORD = "oversized_record"  # record longer than max_record_bytes
 CORRUPT_FILE = "corrupt_file"  # whole file unreadable (e.g. truncated gzip); one row, line_number null
 EMPTY_FILE = "empty_file"  # informational: file had no records (counted, not an error)
 DUPLICATE = "duplicate"  # same dedup key seen before in this partition; first copy kept
-FILE_REASONS = (CORRUPT_FILE, EMPTY_FILE)  # codes whose quarantine row stands for a whole file, not a record
+NON_SCALAR_ID = "non_scalar_id"  # user_id or item_id is a JSON object or array (not accepted as its JSON text)
+BAD_ID = "bad_id"  # user_id or item_id is a boolean, a non-integral number, or holds control characters
+UNSUPPORTED_ENCODING = "unsupported_encoding"  # whole file starts with a UTF-16/UTF-32 byte-order mark; one row
+# codes whose quarantine row stands for a whole file, not a record
+FILE_REASONS = (CORRUPT_FILE, EMPTY_FILE, UNSUPPORTED_ENCODING)
 REASON_CODES = (
     INVALID_JSON,
     INVALID_CSV,
@@ -53,7 +57,25 @@ REASON_CODES = (
     CORRUPT_FILE,
     EMPTY_FILE,
     DUPLICATE,
+    NON_SCALAR_ID,
+    BAD_ID,
+    UNSUPPORTED_ENCODING,
 )
+
+# Byte-order marks at the start of a raw file. UTF-8's is dropped (a mark, not data: exporters on Windows write
+# it); the others mean a file in another encoding, quarantined whole (decoding it as UTF-8 would turn every
+# record into invalid_json). UTF-32 first: its little-endian mark starts with UTF-16's.
+UTF8_BOM = b"\xef\xbb\xbf"
+OTHER_BOMS = ((b"\x00\x00\xfe\xff", "UTF-32 BE"), (b"\xff\xfe\x00\x00", "UTF-32 LE"),
+              (b"\xfe\xff", "UTF-16 BE"), (b"\xff\xfe", "UTF-16 LE"))
+
+
+def foreign_encoding(head: bytes) -> str | None:
+    """The encoding a file's first bytes announce with a byte-order mark, when it is not UTF-8; else None."""
+    for mark, name in OTHER_BOMS:
+        if head.startswith(mark):
+            return name
+    return None
 
 
 def raw_partition_path(raw_root: str, day: dt.date) -> str:

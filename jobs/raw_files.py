@@ -46,6 +46,7 @@ LINES_ARROW_SCHEMA = pa.schema(
 LINES_SCHEMA = from_arrow_schema(LINES_ARROW_SCHEMA)  # the same rows as Spark sees them
 FILE_CORRUPT = "corrupt"
 FILE_EMPTY = "empty"
+FILE_FOREIGN_ENCODING = "foreign_encoding"
 _BATCH_ROWS = 32_768
 
 
@@ -124,7 +125,7 @@ def _records(path: str, fmt: str, max_bytes: int) -> Iterator[dict]:
         for line_no, line in enumerate(_text_lines(stream), start=1):
             if fmt == "csv":
                 if header is None:
-                    header = next(csv.reader([line.decode("utf-8", errors="replace")]))
+                    header = next(csv.reader([line.removeprefix(rc.UTF8_BOM).decode("utf-8", errors="replace")]))
                     continue
                 text = line.decode("utf-8", errors="replace")
                 fields = next(csv.reader([text]), [])
@@ -177,6 +178,12 @@ def _json_line_batches(file_index: int, stream, first_line: int, max_bytes: int,
         remaining = None if remaining is None else remaining - 1
     if remaining:  # the file ended before the chunk did
         raise EOFError(f"{line_no} lines, the scan counted at least {first_line + max_lines}: the file changed")
+
+
+def _without_utf8_bom(stream) -> bytes:
+    """The first bytes of a stream, less a UTF-8 byte-order mark."""
+    head = stream.read(len(rc.UTF8_BOM))
+    return head[len(rc.UTF8_BOM):] if head == rc.UTF8_BOM else head
 
 
 def _skip_lines(stream, n: int) -> bytes:
@@ -232,6 +239,8 @@ def _read_json_chunk(path: str, file_index: int, first_line: int, max_lines: int
                      max_bytes: int) -> Iterator[pa.RecordBatch]:
     with _open_decompressed(path) as stream:
         pending = _skip_lines(stream, first_line)
+        if first_line == 0:  # the file's first bytes: a UTF-8 byte-order mark is not part of the first record
+            pending = _without_utf8_bom(stream)
         yield from _json_line_batches(file_index, stream, first_line, max_bytes, pending=pending, max_lines=max_lines)
 
 
@@ -260,12 +269,18 @@ def read_files_arrow(batches: Iterator[pa.RecordBatch], fmt: str, max_bytes: int
 
 
 def scan_file(path: str, fmt: str, max_bytes: int) -> tuple[str, str | None, str | None, int]:
-    """(path, status, detail, lines) where status is None for a readable file with records, else FILE_EMPTY
-    or FILE_CORRUPT; lines counts the records read (for JSON, the lines). JSON files are only decompressed
+    """(path, status, detail, lines) where status is None for a readable file with records, else FILE_EMPTY,
+    FILE_CORRUPT or FILE_FOREIGN_ENCODING (a UTF-16/32 byte-order mark); lines counts the records read (for JSON, the lines). JSON files are only decompressed
     and their newlines counted: far cheaper than reading (and caching) every record just to learn whether
     a file is damaged."""
     n = 0
     try:
+        if fmt in ("json", "csv"):
+            with _open_decompressed(path) as stream:
+                encoding = rc.foreign_encoding(stream.read(4))
+            if encoding is not None:
+                return (path, FILE_FOREIGN_ENCODING,
+                        f"starts with a {encoding} byte-order mark: raw files must be UTF-8 (re-encode it)", 0)
         if fmt == "json":
             with _open_decompressed(path) as stream:
                 last = b""

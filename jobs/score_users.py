@@ -399,7 +399,7 @@ def params_from_args(args: argparse.Namespace) -> ScoreParams:
 
 def main(argv: list[str] | None = None, spark: SparkSession | None = None, prog: str = "score_users") -> int:
     args = build_parser(prog).parse_args(argv)
-    return run_job("score", lambda: params_from_args(args), run, app_name="score_users", master=args.master, spark=spark)
+    return run_job("score", lambda: params_from_args(args), run, app_name="score_users", master=args.master, spark=spark, run_id=args.run_id)
 
 
 if __name__ == "__main__":

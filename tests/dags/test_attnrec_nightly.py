@@ -33,11 +33,14 @@ print(json.dumps({
     "spark": {t.task_id: [t._conn_id, t.properties_file] for t in dag.tasks if hasattr(t, "properties_file")},
     "outlets": {t.task_id: sorted(a.name for a in t.outlets) for t in dag.tasks if t.outlets},
     "retries": {t.task_id: t.retries for t in dag.tasks},
+    "depends_on_past": {t.task_id: t.depends_on_past for t in dag.tasks},
+    "trigger_rules": {t.task_id: str(t.trigger_rule.value if hasattr(t.trigger_rule, "value") else t.trigger_rule)
+                      for t in dag.tasks},
     "max_active_runs": dag.max_active_runs,
 }))
 """
 
-PIPELINE = ["ingest_events", "build_sequences", "train", "evaluate_and_gate", "score_users", "export", "maintenance"]
+PIPELINE = ["ingest_events", "build_sequences", "check_data", "train", "evaluate_and_gate", "score_users", "export", "maintenance"]
 
 
 def _airflow_env(tmp_path: Path, **extra) -> dict:
@@ -58,15 +61,22 @@ def test_dagbag_imports_and_the_graph_is_the_documented_pipeline(tmp_path):
     info = _python(INSPECT, _airflow_env(tmp_path))
     assert info["errors"] == {}
     assert info["dags"] == ["attnrec_nightly"]
-    assert info["edges"] == sorted([a, b] for a, b in zip(PIPELINE, PIPELINE[1:]))
-    spark_steps = {"ingest_events", "build_sequences", "score_users", "export", "maintenance"}
+    assert info["edges"] == sorted([[a, b] for a, b in zip(PIPELINE, PIPELINE[1:])]
+                                   + [[step, "record_run"] for step in PIPELINE])
+    spark_steps = {"ingest_events", "build_sequences", "check_data", "score_users", "export", "maintenance"}
     assert {t for t, op in info["operators"].items() if op == "SparkSubmitOperator"} == spark_steps
     properties = str(ROOT / "infra" / "spark-defaults.conf")
     assert info["spark"] == {t: ["spark_default", properties] for t in spark_steps}
     assert info["outlets"] == {"ingest_events": ["attnrec_events"], "build_sequences": ["attnrec_user_sequences"],
                                "evaluate_and_gate": ["attnrec_model_registry"],
                                "score_users": ["attnrec_recommendations"]}
-    assert all(n >= 1 for n in info["retries"].values())  # the deployed DAG retries; `attnrec run` sets 0
+    # the deployed DAG retries (`attnrec run` sets 0), except a failed data check, which is not transient, and
+    # the record of the night
+    assert info["retries"].pop("check_data") == info["retries"].pop("record_run") == 0
+    assert all(n >= 1 for n in info["retries"].values())
+    # a failed night blocks the nights after it until it is fixed and rerun; the record runs whatever happened
+    assert info["depends_on_past"].pop("record_run") is False and set(info["depends_on_past"].values()) == {True}
+    assert info["trigger_rules"]["record_run"] == "all_done"
     assert info["max_active_runs"] == 1
 
 
@@ -289,6 +299,19 @@ def test_backfill_runs_every_night_through_the_dag(replay, spark):
         assert served == {reg.published_for(rows, day)["model_version"]}
         assert f"as_of_date={day}" in state["files"]
         assert len(state["redis"][day.isoformat()]) == state["files"][f"as_of_date={day}"]["users"] > 100
+    # every step left its own row in pipeline_runs, and `attnrec run` ended with the summary of the nights
+    from attnmodel import runlog
+    from jobs.runs import TASK_STEPS
+
+    runs = runlog.read_runs(wh)
+    for day in NIGHTS:
+        steps = runlog.latest_per_step(runs, day)
+        assert set(steps) == set(TASK_STEPS.values()) and {r["status"] for r in steps.values()} == {"success"}
+        assert steps["score"]["model_version"] == reg.published_for(rows, day)["model_version"]
+        assert steps["gate"]["gate_decision"] in ("published", "rejected")
+        assert steps["ingest"]["rows_read"] > 0 and 0 < steps["check"]["rows_read"] <= steps["ingest"]["rows_read"]
+        assert json.loads(steps["score"]["tables_written"])["recommendations"] >= 0
+        assert f"{day}  OK" in replay["backfill_stdout"]
     # Redis and PostgreSQL were reached with the Airflow connections alone (no ATTNREC_REDIS_*/PG_* in the env)
     assert state["redis"]["live_date"] == NIGHTS[-1].isoformat()
     assert state["postgres"][-1] == ["live", NIGHTS[-1].isoformat()]

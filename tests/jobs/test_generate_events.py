@@ -73,8 +73,12 @@ def classify(line: str, day: str) -> tuple[str, dict | None]:
         return rc.INVALID_JSON, None
     if rec.get(rc.RAW_USER_ID) is None or not str(rec[rc.RAW_USER_ID]).strip():
         return rc.MISSING_USER_ID, rec
+    if isinstance(rec[rc.RAW_USER_ID], (dict, list)):
+        return rc.NON_SCALAR_ID, rec
     if rec.get(rc.RAW_ITEM_ID) is None or not str(rec[rc.RAW_ITEM_ID]).strip():
         return rc.MISSING_ITEM_ID, rec
+    if isinstance(rec[rc.RAW_ITEM_ID], (dict, list)):
+        return rc.NON_SCALAR_ID, rec
     ts = _parse_ts(rec.get(rc.RAW_TIMESTAMP))
     if ts is None:
         return rc.BAD_TIMESTAMP, rec
@@ -250,7 +254,8 @@ def test_parse_args():
 
 
 def test_planted_bad_counts():
-    expected = {**{k: 1000 for k in BAD_LINE_KINDS}, rc.CORRUPT_FILE: 1, rc.EMPTY_FILE: 1}
+    expected = {**{k: 900 for k in BAD_LINE_KINDS}, rc.CORRUPT_FILE: 1, rc.EMPTY_FILE: 1}
     assert planted_bad_counts(900_000, 0.01) == expected
+    assert rc.NON_SCALAR_ID in BAD_LINE_KINDS  # the demo plants non-scalar ids like the other kinds
     assert set(planted_bad_counts(100, 0.0).values()) == {0}
     assert planted_bad_counts(100, 0.01)[rc.DUPLICATE] == 1  # at least one of each kind

@@ -289,3 +289,64 @@ def test_range_ingest_names_every_missing_day(spark, tmp_path, capsys):
     err = capsys.readouterr().err
     assert code == 2
     assert "dt=2026-02-02" in err and "dt=2026-02-03" in err and "--allow-empty" in err
+
+
+ID_CASES = [  # (raw line, expected reason, then user_id and item_id when accepted, else the field the detail names)
+    ('{"user_id": "u1", "item_id": 7, "event_type": "view", "timestamp": 1767607200}', None, "u1", "7"),
+    ('{"user_id": 12, "item_id": 7.0, "event_type": "view", "timestamp": 1767607200}', None, "12", "7"),
+    ('{"user_id": 1.2e1, "item_id": "7", "event_type": "view", "timestamp": 1767607200}', None, "12", "7"),
+    ('{"user_id": "1.5", "item_id": "i.e", "event_type": "view", "timestamp": 1767607200}', None, "1.5", "i.e"),
+    ('{"user_id": "{not json}", "item_id": "[x]", "event_type": "view", "timestamp": 1767607200}', None,
+     "{not json}", "[x]"),  # strings that look like JSON are strings
+    ('{"user_id": "true", "item_id": 7, "event_type": "view", "timestamp": 1767607200}', None, "true", "7"),
+    ('{"user_id": {"id": "u1"}, "item_id": 7, "event_type": "view", "timestamp": 1767607200}', rc.NON_SCALAR_ID,
+     "user_id is a JSON object", None),
+    ('{"user_id": "u1", "item_id": [7, 8], "event_type": "view", "timestamp": 1767607200}', rc.NON_SCALAR_ID,
+     "item_id is a JSON array", None),
+    ('{"user_id": "u1", "item_id": {}, "event_type": "view", "timestamp": 1767607200}', rc.NON_SCALAR_ID,
+     "item_id is a JSON object", None),
+    ('{"user_id": true, "item_id": 7, "event_type": "view", "timestamp": 1767607200}', rc.BAD_ID,
+     "user_id is the boolean true", None),
+    ('{"user_id": "u1", "item_id": 7.5, "event_type": "view", "timestamp": 1767607200}', rc.BAD_ID,
+     "item_id is the number 7.5, not an integer", None),
+    ('{"user_id": "u\\u00001", "item_id": 7, "event_type": "view", "timestamp": 1767607200}', rc.BAD_ID,
+     "user_id contains control characters", None),
+    ('{"user_id": "u1", "item_id": "a\\tb", "event_type": "view", "timestamp": 1767607200}', rc.BAD_ID,
+     "item_id contains control characters", None),
+]
+
+
+def test_ids_must_be_strings_or_integers(spark):
+    lines = spark.createDataFrame(
+        [Row(source_file="f", file_index=0, line_number=i, raw=text, record_json=None, reader_reason=None,
+             reader_detail=None, file_status=None) for i, (text, *_) in enumerate(ID_CASES)], LINES_SCHEMA)
+    got = {r["line_number"]: r for r in classify_records(lines, logical_date=DAY, event_types=rc.EVENT_TYPES,
+                                                         allowed_lateness_days=2).collect()}
+    for i, (text, reason, first, second) in enumerate(ID_CASES):
+        row = got[i]
+        assert row["reason"] == reason, (text, row["detail"])
+        if reason is None:
+            assert (row["user_id"], row["item_id"]) == (first, second), text
+        else:
+            assert row["detail"].startswith(first), (text, row["detail"])
+
+
+def test_utf8_bom_is_dropped_and_utf16_files_are_quarantined_whole(spark, tmp_path):
+    raw, warehouse = str(tmp_path / "raw"), str(tmp_path / "wh")
+    first, second = event("m1", "u1", "i1"), event("m2", "u2", "i2")
+    write_partition(raw, DAY, {
+        "bom.json": rc.UTF8_BOM + (first + "\n" + second + "\n").encode(),
+        "bom.json.gz": gzip.compress(rc.UTF8_BOM + (event("m3", "u3", "i3") + "\n").encode()),
+        "utf16.json": (event("m4", "u4", "i4") + "\n").encode("utf-16"),  # Python writes the LE mark first
+    })
+    report = run(spark, IngestParams(logical_date=DAY, raw_root=raw, warehouse=warehouse, ingested_at=INGESTED_AT))
+    assert report.accepted == 3 and report.quarantined == {rc.UNSUPPORTED_ENCODING: 1}
+    events = spark.read.format("delta").load(f"{warehouse}/events")
+    assert sorted(r["event_id"] for r in events.collect()) == ["m1", "m2", "m3"]
+    row = spark.read.format("delta").load(f"{warehouse}/events_quarantine").first()
+    assert row["source_file"].endswith("utf16.json") and "UTF-16 LE" in row["detail"] and row["line_number"] is None
+    csv_text = "event_id,user_id,item_id,event_type,timestamp\nc1,u1,i1,view,2026-01-05T10:00:00Z\n"
+    write_partition(raw, DAY, {"bom.csv": rc.UTF8_BOM + csv_text.encode()})
+    report = run(spark, IngestParams(logical_date=DAY, raw_root=raw, warehouse=warehouse, input_format="csv",
+                                     ingested_at=INGESTED_AT))
+    assert report.accepted == 1 and report.quarantined == {}

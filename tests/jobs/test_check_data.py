@@ -1,0 +1,79 @@
+"""check_data: each check's rule (pure), and the job on a real warehouse where a day has half its records bad."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import pytest
+
+from jobs.check_data import CheckThresholds, DayFigures, evaluate
+
+D = dt.date(2026, 2, 20)
+T = CheckThresholds()
+
+
+def _history(accepted=(1000,) * 14, new_items=20, new_users=30):
+    return [DayFigures(D - dt.timedelta(days=len(accepted) - i), n, 0, new_items, new_users)
+            for i, n in enumerate(accepted)]
+
+
+def _by_name(results):
+    return {r.check: r for r in results}
+
+
+def test_a_normal_day_passes_every_check():
+    got = _by_name(evaluate(_history() + [DayFigures(D, 900, 9, 25, 35)], D, T))
+    assert set(got) == {"quarantine_share", "volume"} and all(r.passed for r in got.values())
+
+
+def test_half_the_records_bad_fails_and_names_table_figure_threshold():
+    r = _by_name(evaluate(_history() + [DayFigures(D, 500, 500, 20, 30)], D, T))["quarantine_share"]
+    assert not r.passed and r.table == "events_quarantine" and r.figure == 0.5 and r.threshold == 0.10
+    assert "share 0.500" in r.message and "threshold 0.1" in r.message
+
+
+def test_quiet_day_at_04_of_the_median_passes_and_at_01_fails():
+    assert _by_name(evaluate(_history() + [DayFigures(D, 400, 0, 5, 5)], D, T))["volume"].passed
+    r = _by_name(evaluate(_history() + [DayFigures(D, 100, 0, 5, 5)], D, T))["volume"]
+    assert not r.passed and r.table == "events" and r.figure == 0.1 and r.threshold == 0.2
+
+
+def test_volume_is_not_judged_without_enough_history():
+    got = _by_name(evaluate(_history(accepted=(1000, 1000)) + [DayFigures(D, 10, 0, 1, 1)], D, T))
+    assert "volume" not in got
+
+
+def test_empty_days_pass_up_to_the_limit_in_a_row():
+    two_empty = _history(accepted=(1000,) * 12 + (0,)) + [DayFigures(D, 0, 0, 0, 0)]
+    assert _by_name(evaluate(two_empty, D, T))["empty_day"].passed
+    three_empty = _history(accepted=(1000,) * 11 + (0, 0)) + [DayFigures(D, 0, 0, 0, 0)]
+    r = _by_name(evaluate(three_empty, D, T))["empty_day"]
+    assert not r.passed and r.figure == 3 and r.threshold == 2
+    strict = CheckThresholds(max_empty_days_in_a_row=0)
+    assert not _by_name(evaluate(_history() + [DayFigures(D, 0, 0, 0, 0)], D, strict))["empty_day"].passed
+
+
+def test_a_flood_of_new_items_or_users_fails():
+    got = _by_name(evaluate(_history() + [DayFigures(D, 1000, 0, 5000, 30)], D, T))
+    assert not got["new_items"].passed and got["new_items"].table == "item_index" and got["new_items"].figure == 250
+    assert "new_users" not in got  # 30 new users: below min_new_for_jump, not judged
+    got = _by_name(evaluate(_history(new_users=40) + [DayFigures(D, 1000, 0, 20, 350)], D, T))
+    assert got["new_users"].passed  # 8.75 x the median: under the 10 x threshold
+
+
+@pytest.mark.slow
+def test_job_fails_loudly_on_a_day_with_half_its_records_bad(spark, tmp_path, capsys):
+    from jobs.check_data import main
+    from jobs.ingest_events import IngestParams
+    from jobs.ingest_events import run as ingest
+    from tests.jobs.rawdata import event, write_partition
+
+    raw, wh = str(tmp_path / "raw"), str(tmp_path / "wh")
+    good = [event(f"g{i}", f"u{i % 7}", f"i{i % 5}", ts="2026-02-20T10:00:00Z") for i in range(20)]
+    bad = [event(f"b{i}", f"u{i}", f"i{i}", etype="teleport", ts="2026-02-20T10:00:00Z") for i in range(20)]
+    write_partition(raw, D, {"a.json": "\n".join(good + bad) + "\n"})
+    ingest(spark, IngestParams(logical_date=D, raw_root=raw, warehouse=wh))
+    assert main(["--date", D.isoformat(), "--warehouse", wh], spark=spark) == 3
+    err = capsys.readouterr().err
+    assert "data check quarantine_share failed on events_quarantine" in err and "share 0.500" in err
+    assert main(["--date", D.isoformat(), "--warehouse", wh, "--max-quarantine-share", "0.6"], spark=spark) == 0
