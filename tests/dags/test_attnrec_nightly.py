@@ -243,7 +243,7 @@ def _broken_night(spark, world: dict, capsys) -> dict:
 def replay(tmp_path_factory, spark, services):
     """A history day, then three nights through the DAG (`attnrec run --from-date --date`: a backfill) with
     exports to files, Redis and PostgreSQL whose endpoints and credentials come from Airflow connections only;
-    then a rerun of the last night through the DAG; then a broken fourth night at job level."""
+    then a rerun of every step of the last night; then (in its test) a broken fourth night at job level."""
     from jobs.generate_events import GenerateParams, generate
 
     root = tmp_path_factory.mktemp("replay")
@@ -270,14 +270,38 @@ def replay(tmp_path_factory, spark, services):
     assert backfill.returncode == 0, (backfill.stdout + backfill.stderr)[-8000:]
     world["backfill_stdout"] = backfill.stdout
     world["before_rerun"] = _state(spark, world)
-    rerun = _run_cli(["--date", NIGHTS[-1].isoformat(), *common], env)
-    assert rerun.returncode == 0, (rerun.stdout + rerun.stderr)[-8000:]
-    world["rerun_stdout"] = rerun.stdout
+    _rerun_last_night(spark, world)
     world["after_rerun"] = _state(spark, world)
     return world
 
 
+def _rerun_last_night(spark, world: dict) -> None:
+    """Every step of the last night again, with the arguments the DAG gives it, in this process (the same jobs
+    the DAG runs; a second pass through Airflow would add minutes of spark-submit start-ups to the suite)."""
+    from attnmodel.nightly import gate_main, train_nightly_main
+    from jobs.build_sequences import main as sequences
+    from jobs.check_data import main as check
+    from jobs.export_recommendations import main as export
+    from jobs.ingest_events import main as ingest
+    from jobs.maintenance import main as maintenance
+    from jobs.score_users import main as score
+
+    wh, day, models, exports = world["warehouse"], NIGHTS[-1].isoformat(), str(world["artifacts"] / "models"), str(
+        world["exports"])
+    targets = ["--to", "files,redis,postgres", "--exports", exports]
+    assert ingest(["--date", day, "--raw", world["raw"], "--warehouse", wh, "--allow-empty"], spark=spark) == 0
+    assert sequences(["--date", day, "--warehouse", wh], spark=spark) == 0
+    assert check(["--date", day, "--warehouse", wh], spark=spark) == 0
+    assert train_nightly_main(["--date", day, "--warehouse", wh, "--models", models, "--resume",
+                               *TRAIN_ARGS.split()]) == 0
+    assert gate_main(["--date", day, "--warehouse", wh, *GATE_ARGS.split()]) == 0
+    assert score(["--date", day, "--warehouse", wh, "--top-n", "10"], spark=spark) == 0
+    assert export(["--date", day, "--warehouse", wh, *targets], spark=spark) == 0
+    assert maintenance(["--date", day, "--warehouse", wh, "--models", models, *targets], spark=spark) == 0
+
+
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # the shared replay is built in this test's setup: about 12 minutes on 2 cores
 def test_backfill_runs_every_night_through_the_dag(replay, spark):
     from pyspark.sql import functions as F
 
@@ -344,7 +368,6 @@ def test_registry_records_every_night_and_warm_starts_only_from_published_earlie
 
 @pytest.mark.slow
 def test_rerunning_a_finished_date_leaves_tables_registry_and_exports_as_they_were(replay):
-    assert f"DAGRUN {NIGHTS[-1]} success -" in replay["rerun_stdout"]
     before, after = replay["before_rerun"], replay["after_rerun"]
     for key in before:
         assert after[key] == before[key], key

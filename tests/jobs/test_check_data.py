@@ -77,3 +77,33 @@ def test_job_fails_loudly_on_a_day_with_half_its_records_bad(spark, tmp_path, ca
     err = capsys.readouterr().err
     assert "data check quarantine_share failed on events_quarantine" in err and "share 0.500" in err
     assert main(["--date", D.isoformat(), "--warehouse", wh, "--max-quarantine-share", "0.6"], spark=spark) == 0
+
+
+ML100K = __import__("pathlib").Path(__file__).resolve().parents[2] / ".." / "shared" / "data" / "ml-100k" / "u.data"
+
+
+@pytest.mark.skipif(not ML100K.exists(), reason="needs ../shared/data/ml-100k/u.data")
+def test_defaults_pass_the_real_swings_of_the_last_7_days_of_movielens_100k():
+    """Real day-to-day counts (quiet days at 0.37-0.5 of the trailing median) pass the default thresholds; the
+    same days with half their records bad do not. The counts are MovieLens' own (UTC days of its timestamps)."""
+    import collections
+
+    counts, first_item, first_user = collections.Counter(), {}, {}
+    for line in ML100K.read_text().splitlines():
+        user, item, _, ts = line.split("\t")
+        day = dt.datetime.fromtimestamp(int(ts), dt.timezone.utc).date()
+        counts[day] += 1
+        first_item[item] = min(first_item.get(item, day), day)
+        first_user[user] = min(first_user.get(user, day), day)
+    new_items, new_users = collections.Counter(first_item.values()), collections.Counter(first_user.values())
+    start, end = min(counts), max(counts)
+    figures = [DayFigures(d, counts[d], 0, new_items[d], new_users[d])
+               for d in (start + dt.timedelta(days=k) for k in range((end - start).days + 1))]
+    nights = [f.day for f in figures[-7:]]
+    for night in nights:
+        results = evaluate(figures, night, T)
+        assert {r.check for r in results} >= {"quarantine_share", "volume"}
+        assert all(r.passed for r in results), [r.message for r in results if not r.passed]
+    half_bad = [DayFigures(f.day, f.accepted, f.accepted, f.new_items, f.new_users) if f.day == nights[-1] else f
+                for f in figures]
+    assert not _by_name(evaluate(half_bad, nights[-1], T))["quarantine_share"].passed
