@@ -1,4 +1,4 @@
-"""200 users through generate -> ingest (3 days) -> sequences, driven through the attnrec CLI."""
+"""200 users through generate -> ingest (3 days, one ranged job) -> sequences, driven through the attnrec CLI."""
 
 import datetime as dt
 import json
@@ -21,13 +21,14 @@ def test_generate_ingest_sequences_round_trip(spark, tmp_path, capsys):
     end = START + dt.timedelta(days=DAYS - 1)
     assert attnrec(["generate", "--out", raw, "--users", str(USERS), "--items", "150", "--days", str(DAYS),
                     "--events", str(EVENTS), "--seed", "3", "--start-date", START.isoformat()]) == 0
-    code = attnrec(["run", "--date", end.isoformat(), "--from-date", START.isoformat(), "--raw", raw,
-                    "--warehouse", warehouse, "--skip-train", "--max-len", "1000"])
-    assert code == 0
+    assert attnrec(["ingest", "--from-date", START.isoformat(), "--date", end.isoformat(), "--raw", raw,
+                    "--warehouse", warehouse]) == 0
+    assert attnrec(["sequences", "--date", end.isoformat(), "--warehouse", warehouse, "--max-len", "1000"]) == 0
     out = capsys.readouterr().out
     reports = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
-    ingests = [r for r in reports if r["step"] == "ingest"]
-    assert [r["logical_date"] for r in ingests] == [(START + dt.timedelta(days=i)).isoformat() for i in range(DAYS)]
+    (ingest,) = [r for r in reports if r["step"] == "ingest"]
+    ingests = list(ingest["days"].values())
+    assert list(ingest["days"]) == [(START + dt.timedelta(days=i)).isoformat() for i in range(DAYS)]
 
     # every generated good event is accepted exactly once, every planted bad record is quarantined by kind
     assert sum(r["accepted"] for r in ingests) == EVENTS

@@ -252,7 +252,10 @@ def replay(tmp_path_factory, spark, services):
     generate(spark, GenerateParams(out=world["raw"], users=150, items=80, days=5, events=7500, seed=5,
                                    start_date=HISTORY_DAY))
     env = {k: v for k, v in os.environ.items() if not k.startswith(("ATTNREC_REDIS_", "ATTNREC_PG_"))}
+    from jobs.cli import DEMO_SPARK_SUBMIT_OPTS
+
     env.update(ATTNREC_SHUFFLE_PARTITIONS="2", AIRFLOW__CORE__LOAD_EXAMPLES="False",
+               SPARK_SUBMIT_OPTS=DEMO_SPARK_SUBMIT_OPTS,  # small data: short jobs start sooner (see jobs/cli.py)
                AIRFLOW_CONN_ATTNREC_REDIS=json.dumps({
                    "conn_type": "redis", "host": services["ATTNREC_REDIS_HOST"],
                    "port": int(services["ATTNREC_REDIS_PORT"]), "password": services["ATTNREC_REDIS_PASSWORD"],
