@@ -52,3 +52,58 @@ def read_delta(path: str, *, version: int | None = None, columns: list[str] | No
     if columns is not None:
         out = out.select([c for c in columns if c in out.column_names])
     return out
+
+
+# ---------------------------------------------------------------- small append-only log tables
+# (model_registry, pipeline_runs): one row per event, appended with delta-rs, read whole.
+
+def warehouse_table(warehouse: str, table: str) -> str:
+    """The table's path under a warehouse root (a local root made absolute, as Delta wants)."""
+    import os
+
+    root = warehouse.rstrip("/")
+    if "://" not in root and not root.startswith("/"):
+        root = os.path.abspath(root)
+    return f"{root}/{table}"
+
+
+def as_date(value):
+    import datetime as dt
+
+    if value is None or isinstance(value, dt.date):
+        return value
+    return dt.date.fromisoformat(str(value)[:10])
+
+
+def append_log_row(path: str, schema, fields: dict, *, dates: tuple[str, ...] = (),
+                   json_columns: tuple[str, ...] = (), what: str = "log") -> dict:
+    """Build one row of `schema` from `fields` (missing: null; recorded_at: now; dates coerced; dicts as JSON)
+    and append it in one small Delta commit: readers see it whole or not at all. Returns the row."""
+    import datetime as dt
+    import json
+
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    row = {name: None for name in schema.names}
+    unknown = set(fields) - set(row)
+    if unknown:
+        raise ValueError(f"not {what} columns: {sorted(unknown)}")
+    row.update(fields)
+    row["recorded_at"] = row["recorded_at"] or dt.datetime.now(dt.timezone.utc)
+    for name in dates:
+        row[name] = as_date(row[name])
+    for name in json_columns:
+        if row[name] is not None and not isinstance(row[name], str):
+            row[name] = json.dumps(row[name], sort_keys=True, default=str)
+    write_deltalake(path, pa.Table.from_pylist([row], schema=schema), mode="append")
+    return row
+
+
+def read_log_rows(path: str) -> list[dict]:
+    """Every row, oldest first by recorded_at; [] when the table does not exist yet."""
+    try:
+        rows = read_delta(path).to_pylist()
+    except TableMissing:
+        return []
+    return sorted(rows, key=lambda r: r["recorded_at"])

@@ -17,11 +17,11 @@ Pure pyarrow + delta-rs: no Spark, no Airflow.
 from __future__ import annotations
 
 import datetime as dt
-import json
 
 import pyarrow as pa
 
 from attnmodel.columns import MODEL_REGISTRY_TABLE
+from attnmodel.delta_io import append_log_row, read_log_rows, warehouse_table
 
 CANDIDATE, PUBLISHED, REJECTED = "candidate", "published", "rejected"
 DECISIONS = (PUBLISHED, REJECTED)
@@ -50,52 +50,20 @@ SCHEMA = pa.schema([
 
 
 def registry_path(warehouse: str) -> str:
-    import os
-
-    root = warehouse.rstrip("/")
-    if "://" not in root and not root.startswith("/"):
-        root = os.path.abspath(root)
-    return f"{root}/{MODEL_REGISTRY_TABLE}"
-
-
-def _date(value) -> dt.date | None:
-    if value is None or isinstance(value, dt.date):
-        return value
-    return dt.date.fromisoformat(str(value))
+    return warehouse_table(warehouse, MODEL_REGISTRY_TABLE)
 
 
 def read_registry(warehouse: str) -> list[dict]:
     """Every row, oldest first; [] when there is no registry yet."""
-    from attnmodel.delta_io import TableMissing, read_delta
-
-    try:
-        table = read_delta(registry_path(warehouse))
-    except TableMissing:
-        return []
-    rows = table.to_pylist()
-    rows.sort(key=lambda r: r["recorded_at"])
-    return rows
+    return read_log_rows(registry_path(warehouse))
 
 
 def append(warehouse: str, **fields) -> dict:
     """Append one row (missing fields are null); returns it. One small Delta commit: readers see it or not."""
-    from deltalake import write_deltalake
-
-    row = {name: None for name in SCHEMA.names}
-    unknown = set(fields) - set(row)
-    if unknown:
-        raise ValueError(f"not registry columns: {sorted(unknown)}")
-    row.update(fields)
-    row["recorded_at"] = row["recorded_at"] or dt.datetime.now(dt.timezone.utc)
-    row["data_date"] = _date(row["data_date"])
-    row["lineage_start_date"] = _date(row["lineage_start_date"])
-    for name in ("trained_on", "metrics"):
-        if row[name] is not None and not isinstance(row[name], str):
-            row[name] = json.dumps(row[name], sort_keys=True, default=str)
-    if row["status"] not in (CANDIDATE, PUBLISHED, REJECTED):
-        raise ValueError(f"unknown registry status {row['status']!r}")
-    write_deltalake(registry_path(warehouse), pa.Table.from_pylist([row], schema=SCHEMA), mode="append")
-    return row
+    if fields.get("status") not in (CANDIDATE, PUBLISHED, REJECTED):
+        raise ValueError(f"unknown registry status {fields.get('status')!r}")
+    return append_log_row(registry_path(warehouse), SCHEMA, fields, dates=("data_date", "lineage_start_date"),
+                          json_columns=("trained_on", "metrics"), what="registry")
 
 
 def _published(rows: list[dict], keep) -> dict | None:

@@ -13,6 +13,8 @@ import json
 
 import pyarrow as pa
 
+from attnmodel.delta_io import append_log_row, read_log_rows, warehouse_table
+
 PIPELINE_RUNS_TABLE = "pipeline_runs"
 SUCCESS, FAILED, CRASHED, NOT_RUN = "success", "failed", "crashed", "not_run"
 
@@ -39,46 +41,17 @@ JSON_COLUMNS = ("quarantined", "tables_read", "tables_written")
 
 
 def runs_path(warehouse: str) -> str:
-    import os
-
-    root = warehouse.rstrip("/")
-    if "://" not in root and not root.startswith("/"):
-        root = os.path.abspath(root)
-    return f"{root}/{PIPELINE_RUNS_TABLE}"
-
-
-def _date(value) -> dt.date | None:
-    if value is None or isinstance(value, dt.date):
-        return value
-    return dt.date.fromisoformat(str(value)[:10])
+    return warehouse_table(warehouse, PIPELINE_RUNS_TABLE)
 
 
 def append(warehouse: str, **fields) -> dict:
     """Append one row (missing fields null). One small Delta commit: readers see it whole or not at all."""
-    from deltalake import write_deltalake
-
-    row = {name: None for name in SCHEMA.names}
-    unknown = set(fields) - set(row)
-    if unknown:
-        raise ValueError(f"not pipeline_runs columns: {sorted(unknown)}")
-    row.update(fields)
-    row["recorded_at"] = row["recorded_at"] or dt.datetime.now(dt.timezone.utc)
-    row["data_date"] = _date(row["data_date"])
-    for name in JSON_COLUMNS:
-        if row[name] is not None and not isinstance(row[name], str):
-            row[name] = json.dumps(row[name], sort_keys=True, default=str)
-    write_deltalake(runs_path(warehouse), pa.Table.from_pylist([row], schema=SCHEMA), mode="append")
-    return row
+    return append_log_row(runs_path(warehouse), SCHEMA, fields, dates=("data_date",), json_columns=JSON_COLUMNS,
+                          what="pipeline_runs")
 
 
 def read_runs(warehouse: str) -> list[dict]:
-    from attnmodel.delta_io import TableMissing, read_delta
-
-    try:
-        rows = read_delta(runs_path(warehouse)).to_pylist()
-    except TableMissing:
-        return []
-    return sorted(rows, key=lambda r: r["recorded_at"])
+    return read_log_rows(runs_path(warehouse))
 
 
 def _first(d: dict, *keys):
