@@ -37,4 +37,4 @@ test: install services
 	$(VENV)/bin/python -m pytest $(PYTEST_ARGS)
 
 clean:
-	rm -rf raw warehouse artifacts exports airflow-home spark-warehouse metastore_db derby.log
+	rm -rf raw warehouse artifacts exports reports airflow-home spark-warehouse metastore_db derby.log

@@ -54,6 +54,50 @@ def read_delta(path: str, *, version: int | None = None, columns: list[str] | No
     return out
 
 
+def partition_row_counts(path: str, column: str) -> dict:
+    """{partition value: rows} of a table partitioned by `column`, from the Delta log alone (each file's
+    numRecords statistic; the file's Parquet footer when a writer left no statistics): no data is read."""
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
+    try:
+        table = DeltaTable(path)
+    except TableNotFoundError:
+        raise TableMissing(f"no Delta table at {path}") from None
+    actions = pa.table(table.get_add_actions(flatten=True))
+    counts: dict = {}
+    root = table.table_uri.rstrip("/")
+    for rel, n, value in zip(actions.column("path").to_pylist(), actions.column("num_records").to_pylist(),
+                             actions.column(f"partition.{column}").to_pylist()):
+        if n is None:
+            n = pq.ParquetFile(rel if "://" in rel or rel.startswith("/") else f"{root.removeprefix('file://')}/{rel}").metadata.num_rows
+        counts[value] = counts.get(value, 0) + n
+    return counts
+
+
+def read_partitions(path: str, column: str, first, last, columns: list[str]) -> pa.Table:
+    """`columns` of the rows whose partition `column` lies in [first, last] (pruned by the log)."""
+    from deltalake import DeltaTable
+    from deltalake.exceptions import TableNotFoundError
+
+    try:
+        table = DeltaTable(path)
+    except TableNotFoundError:
+        raise TableMissing(f"no Delta table at {path}") from None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        files = table.file_uris(partition_filters=[(column, ">=", first.isoformat()), (column, "<=", last.isoformat())])
+    wanted = [c for c in columns if c != column]
+    parts = []
+    for f in files:
+        part = pq.read_table(f, columns=wanted)
+        if column in columns:  # the partition value lives in the log and the path, not in the file
+            value = dt.date.fromisoformat(f.split(f"{column}=")[1].split("/")[0])
+            part = part.append_column(column, pa.array([value] * part.num_rows, pa.date32()))
+        parts.append(part)
+    return pa.concat_tables(parts) if parts else pa.table({c: pa.array([], pa.string()) for c in columns})
+
+
 # ---------------------------------------------------------------- small append-only log tables
 # (model_registry, pipeline_runs): one row per event, appended with delta-rs, read whole.
 

@@ -94,7 +94,8 @@ def fields_from_report(step: str, report: dict) -> dict:
         out.update(gate_candidate_ndcg10=report.get("candidate_ndcg@10"),
                    gate_published_ndcg10=report.get("published_ndcg@10"),
                    gate_popularity_ndcg10=report.get("popularity_ndcg@10"),
-                   gate_decision=report.get("decision"), message=report.get("reason"))
+                   gate_decision=report.get("decision"), message=report.get("reason"),
+                   rows_read=report.get("gate_users"))
     elif step == "train-nightly":
         out["message"] = ("reused" if report.get("reused") else
                           "full retrain" if report.get("full_retrain") else f"warm start from {report.get('warm_start_from')}")
@@ -155,3 +156,48 @@ def summary_lines(rows: list[dict], first: dt.date | None = None, last: dt.date 
 
 def _f(x) -> str:
     return "-" if x is None else f"{x:.4f}"
+
+
+def night_summary_lines(rows: list[dict], date: dt.date, report_path: str | None = None) -> list[str]:
+    """The night in a few lines a person reads in ten seconds: rows per table, quarantine by reason, the gate,
+    users scored, exports written, the report's path."""
+    steps = latest_per_step(rows, date)
+    if not steps:
+        return [f"night {date}: no run recorded"]
+    get = lambda step, key: (steps.get(step) or {}).get(key)  # noqa: E731
+    bad = sorted(s for s, r in steps.items() if r["status"] != SUCCESS and s != "report")
+    seconds = sum(r["seconds"] or 0 for r in steps.values())
+    out = [f"== night {date}: {'OK' if not bad else 'FAILED at ' + ', '.join(bad)}  "
+           f"(run {next(iter(steps.values()))['run_id']}, {seconds:.0f} s of steps)"]
+    quarantine = json.loads(get("ingest", "quarantined") or "{}")
+    tables = [f"events +{_n(get('ingest', 'rows_written'))}", f"events_quarantine +{_n(sum(quarantine.values()))}",
+              f"user_sequences {_n(get('sequences', 'rows_written'))} users",
+              f"recommendations {_n(get('score', 'rows_written'))} rows"]
+    out.append("   rows        " + " | ".join(tables))
+    out.append("   quarantine  " + (", ".join(f"{k} {v:,}" for k, v in sorted(quarantine.items(), key=lambda kv: -kv[1]))
+                                    or "none"))
+    if get("gate", "gate_decision"):
+        out.append(f"   gate        {get('gate', 'gate_decision').upper()}: candidate {_f(get('gate', 'gate_candidate_ndcg10'))}"
+                   f" vs published {_f(get('gate', 'gate_published_ndcg10'))} vs popularity "
+                   f"{_f(get('gate', 'gate_popularity_ndcg10'))} (NDCG@10 on {_n(get('gate', 'rows_read'))} users)")
+    elif "gate" in steps:
+        out.append(f"   gate        {steps['gate']['status']}: {steps['gate']['message'] or ''}")
+    if "score" in steps:
+        out.append(f"   scored      {_n(get('score', 'rows_read'))} users with model {get('score', 'model_version') or '-'}")
+    if get("export", "message"):
+        try:
+            targets = json.loads(get("export", "message"))
+            text = "; ".join(f"{t}: {_n(d.get('rows') or d.get('keys'))} rows -> {d.get('path') or d.get('live') or ''}".rstrip(" ->")
+                             for t, d in targets.items())
+        except ValueError:
+            text = get("export", "message")
+        out.append(f"   exports     {text}")
+    for s in bad:
+        out.append(f"   {s:<11} {steps[s]['status']}: {steps[s]['message'] or 'see its task log'}")
+    if report_path or get("report", "message"):
+        out.append(f"   report      {report_path or get('report', 'message')}")
+    return out
+
+
+def _n(x) -> str:
+    return "-" if x is None else f"{x:,}"

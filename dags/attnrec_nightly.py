@@ -1,7 +1,7 @@
 """attnrec nightly: the whole pipeline for the data day that has just ended, and the only place its steps are listed.
 
     ingest_events -> build_sequences -> check_data -> train -> evaluate_and_gate -> score_users -> export
-    -> maintenance, then record_run (whatever happened: the night's pipeline_runs rows and summary)
+    -> maintenance, then record_run (whatever happened: the night's pipeline_runs rows, summary and HTML report)
 
 Wiring only: every task runs a job's own command line. Spark steps go through SparkSubmitOperator and the
 `spark_default` connection (`local[*]` for the embedded default: `attnrec run` sets
@@ -89,6 +89,8 @@ with DAG(
         "warehouse": Param(WAREHOUSE, type="string"),
         "models": Param(_location("ATTNREC_MODELS", "artifacts/models"), type="string"),
         "exports": Param(_location("ATTNREC_EXPORTS", "exports"), type="string"),
+        "reports": Param(_location("ATTNREC_REPORTS", "reports"), type="string",
+                         description="each night's HTML report goes to REPORTS/attnrec-DATE.html"),
         "export_to": Param(os.environ.get("ATTNREC_EXPORT_TO", "files"), type="string"),
         "top_n": Param(100, type="integer"),
         "train_args": Param(os.environ.get("ATTNREC_TRAIN_ARGS", ""), type="string",
@@ -109,9 +111,10 @@ with DAG(
     build_sequences = spark_step("build_sequences", "build_sequences",
                                  ["--logical-date", day, "--warehouse", wh, "--run-id", run_id],
                                  inlets=[ASSETS["events"]], outlets=[ASSETS["user_sequences"]])
-    check_data = spark_step("check_data", "check_data",
-                            ["--logical-date", day, "--warehouse", wh, "--run-id", run_id, "--thresholds",
-                             "{{ params.check_thresholds | tojson }}"], retries=0)  # a failed check is not transient
+    # counts from the Delta log and small columns: plain Python (a cold spark-submit cost it ~20 s a night)
+    check_data = python_step("check_data", f"check --date {day} --warehouse {wh} --run-id '{run_id}' "
+                                           "--thresholds '{{ params.check_thresholds | tojson }}'",
+                             retries=0)  # a failed check is not transient
     # --resume: an Airflow retry continues this training from its checkpoint
     train = python_step("train", f"train-nightly --date {day} --warehouse {wh} --models '{{{{ params.models }}}}' "
                                  f"--run-id '{run_id}' --resume {{{{ params.train_args }}}}",
@@ -135,6 +138,7 @@ with DAG(
     # whatever happened before it: rows for the steps that crashed or never ran, the night's summary; it fails
     # when the night did, so the run stays failed (a leaf that succeeds would mark it a success)
     record_run = python_step("record_run", f"record-run --date {day} --warehouse {wh} --run-id '{run_id}' "
+                                           "--reports '{{ params.reports }}' "
                                            "--task-states '{{ ti.get_task_states(dag_id=dag.dag_id, run_ids=[run_id]) "
                                            "| tojson }}'", trigger_rule="all_done", retries=0, depends_on_past=False)
     steps = [ingest_events, build_sequences, check_data, train, evaluate_and_gate, score_users, export, maintenance]

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Throwaway Redis and PostgreSQL servers for the export tests (and for trying exports by hand), on free
 # loopback ports in a directory of their own:
-#   infra/services.sh install        # Debian's redis-server and postgresql, when missing (needs root / apt-get)
+#   infra/services.sh install        # Debian's redis-server, postgresql, chromium and chromium-driver, when
+#                                    # missing (needs root / apt-get); the browser opens the HTML report in a test
 #   infra/services.sh start DIR      # start both; writes DIR/services.env (ATTNREC_REDIS_*, ATTNREC_PG_*)
 #   infra/services.sh stop DIR       # stop both and remove DIR
 # Passwords are random, live in DIR/services.env (mode 600) and reach the servers through files, never
@@ -10,14 +11,19 @@ set -euo pipefail
 
 PG_BIN="${PG_BIN:-$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -n 1)}"
 
-need_install() { ! command -v redis-server >/dev/null 2>&1 || [ -z "$PG_BIN" ] || [ ! -x "$PG_BIN/initdb" ]; }
+need_install() {
+  ! command -v redis-server >/dev/null 2>&1 || [ -z "$PG_BIN" ] || [ ! -x "$PG_BIN/initdb" ] \
+    || ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null 2>&1
+}
 
 install() {
   need_install || return 0
-  command -v apt-get >/dev/null 2>&1 || { echo "error: install redis-server and postgresql (Debian packages)" >&2; exit 1; }
-  echo "installing redis-server and postgresql from Debian's packages" >&2
+  command -v apt-get >/dev/null 2>&1 || {
+    echo "error: install redis-server, postgresql, chromium and chromium-driver (Debian packages)" >&2; exit 1; }
+  echo "installing redis-server, postgresql, chromium and chromium-driver from Debian's packages" >&2
   apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends redis-server postgresql >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+    redis-server postgresql chromium chromium-driver >/dev/null
 }
 
 free_port() { python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'; }

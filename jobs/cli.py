@@ -37,6 +37,7 @@ STEPS = {
     "maintenance": ("jobs.maintenance", "main", "OPTIMIZE a night's partitions, VACUUM, clean up leftovers"),
     "runs": ("jobs.runs", "runs_main", "per-date summary of the pipeline_runs table"),
     "record-run": ("jobs.runs", "record_run_main", "the DAG's last task: record steps that left no row, summary"),
+    "report": ("attnmodel.report", "report_main", "write the HTML report on the nights up to a date (plots embedded)"),
 }
 DEMO_DAYS = 14
 # A quick first taste: the nightly settings' 40 epochs take ~4 min on the demo on 2 cores (NDCG@10 0.62);
@@ -146,6 +147,7 @@ def run_pipeline(args: argparse.Namespace) -> int:
         f" --device {args.device}" if args.device else "")
     conf = {"raw": os.path.abspath(args.raw_root), "warehouse": os.path.abspath(args.warehouse),
             "models": os.path.abspath(os.path.join(args.artifacts, "models")), "exports": os.path.abspath(args.exports),
+            "reports": os.path.abspath(args.reports),
             "export_to": args.export_to, "top_n": args.top_n, "train_args": train_args.strip(),
             "gate_args": args.gate_args, "check_thresholds": check_thresholds}
     env = _airflow_env(args)
@@ -160,7 +162,13 @@ def run_pipeline(args: argparse.Namespace) -> int:
     ran.append(f"DAG attnrec_nightly for {nights[0]}..{nights[-1]} ({len(nights)} nights)")
     _call("runs", ["--from-date", nights[0].isoformat(), "--date", nights[-1].isoformat(),
                    "--warehouse", args.warehouse])
+    from attnmodel import report, runlog
+
     print(f"[run] ran: {'; '.join(ran)}; {time.monotonic() - started:.1f} s", flush=True)
+    # last on screen: the night in ten seconds (the report was written by the DAG's record_run)
+    path = report.report_path(os.path.abspath(args.reports), args.date)
+    print("\n".join(runlog.night_summary_lines(runlog.read_runs(args.warehouse), args.date,
+                                                path if os.path.exists(path) else None)), flush=True)
     return 0
 
 
@@ -200,6 +208,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "redis and postgres read the Airflow connections attnrec_redis / attnrec_postgres")
     run.add_argument("--exports", default=os.environ.get("ATTNREC_EXPORTS", "exports"),
                      help="root of the file exports (env ATTNREC_EXPORTS; default ./exports)")
+    run.add_argument("--reports", default=os.environ.get("ATTNREC_REPORTS", "reports"),
+                     help="where each night's HTML report goes (REPORTS/attnrec-DATE.html; default ./reports)")
     run.add_argument("--device", default=None, help="training device (default: cuda when available, else cpu)")
     run.add_argument("--retries", type=int, default=0,
                      help="Airflow retries per task (default 0 here: fail now and say why; the deployed DAG retries)")

@@ -3,7 +3,11 @@ the steps that crashed or never ran, then the night's summary; it fails when the
 stays failed).
 
     attnrec runs [--from-date A] [--date B] [--warehouse W]
-    attnrec record-run --date D --run-id R --task-states '{"ingest_events": "success", ...}'
+    attnrec record-run --date D --run-id R --task-states '{"ingest_events": "success", ...}' [--reports DIR]
+
+With --reports, record-run also writes the HTML report on the nights up to D (attnmodel/report.py) and records
+it as step `report`; a report that cannot be written is a WARNING and a failed `report` row, not a failed night
+(the data and the recommendations are fine).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import argparse
 import json
 import os
 import sys
+import time
 
 from attnmodel import runlog
 from jobs.common import parse_date
@@ -52,6 +57,7 @@ def record_run_main(argv: list[str] | None = None, prog: str = "attnrec record-r
     p.add_argument("--date", type=parse_date, required=True)
     p.add_argument("--run-id", required=True)
     p.add_argument("--task-states", required=True, help="JSON {task_id: state} (or {run_id: {task_id: state}})")
+    p.add_argument("--reports", default=None, help="write the HTML report to REPORTS/attnrec-DATE.html")
     _warehouse_arg(p)
     a = p.parse_args(argv)
     states = json.loads(a.task_states)
@@ -63,9 +69,28 @@ def record_run_main(argv: list[str] | None = None, prog: str = "attnrec record-r
         runlog.record_step(a.warehouse, step, a.date, a.run_id, status=status,
                            message=f"task state {states[next(t for t, s in TASK_STEPS.items() if s == step)]}: "
                                    "the job wrote no record (see its task log)")
-    print("\n".join(runlog.summary_lines(runlog.read_runs(a.warehouse), a.date, a.date)))
+    report = write_night_report(a.warehouse, a.date, a.run_id, a.reports) if a.reports else None
+    rows = runlog.read_runs(a.warehouse)
+    print("\n".join(runlog.summary_lines(rows, a.date, a.date)))
+    print("\n".join(runlog.night_summary_lines(rows, a.date, report)))
     failed = sorted(t for t, s in states.items() if s != "success")
     if failed:
         print(f"error: the night of {a.date} failed: {', '.join(failed)} did not succeed", file=sys.stderr)
         return 1
     return 0
+
+
+def write_night_report(warehouse: str, day, run_id: str, reports_dir: str) -> str | None:
+    from attnmodel import report
+
+    started = time.monotonic()
+    try:
+        path, _ = report.write_report(warehouse, day, report.report_path(reports_dir, day))
+    except Exception as exc:  # noqa: BLE001 -- a report is monitoring: it must not fail a night whose data is fine
+        message = f"{type(exc).__name__}: {exc}"
+        print(f"WARNING: the report for {day} could not be written: {message}", file=sys.stderr)
+        runlog.record_step(warehouse, "report", day, run_id, status=runlog.FAILED, message=message,
+                           seconds=time.monotonic() - started)
+        return None
+    runlog.record_step(warehouse, "report", day, run_id, message=path, seconds=time.monotonic() - started)
+    return path

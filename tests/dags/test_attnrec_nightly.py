@@ -63,7 +63,7 @@ def test_dagbag_imports_and_the_graph_is_the_documented_pipeline(tmp_path):
     assert info["dags"] == ["attnrec_nightly"]
     assert info["edges"] == sorted([[a, b] for a, b in zip(PIPELINE, PIPELINE[1:])]
                                    + [[step, "record_run"] for step in PIPELINE])
-    spark_steps = {"ingest_events", "build_sequences", "check_data", "score_users", "export", "maintenance"}
+    spark_steps = {"ingest_events", "build_sequences", "score_users", "export", "maintenance"}
     assert {t for t, op in info["operators"].items() if op == "SparkSubmitOperator"} == spark_steps
     properties = str(ROOT / "infra" / "spark-defaults.conf")
     assert info["spark"] == {t: ["spark_default", properties] for t in spark_steps}
