@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import datetime as dt
+import functools
 import json
 import os
 import sys
@@ -82,10 +83,11 @@ def fail(message: str, code: int = 2) -> int:
 
 
 def run_job(step: str, make_params, run, *, app_name: str, master: str | None = None, spark=None,
-            run_id: str | None = None) -> int:
+            run_id: str | None = None, lazy_spark: bool = False) -> int:
     """The shared tail of every Spark job's main(): build params, start (or reuse) a session, run, report, and
     append the step's row to pipeline_runs (success, or failed with the reason).
-    Bad input the operator can fix becomes one line on stderr and exit code 2."""
+    Bad input the operator can fix becomes one line on stderr and exit code 2.
+    lazy_spark: `run` gets a function that starts the session on first call (a job that may have no Spark work)."""
     params = None
     started = time.monotonic()
     try:
@@ -93,7 +95,12 @@ def run_job(step: str, make_params, run, *, app_name: str, master: str | None = 
         if spark is None:
             from jobs.spark_session import SparkConfig, build_spark
 
-            spark = build_spark(SparkConfig.from_env(master=master, app_name=app_name))
+            def start():
+                return build_spark(SparkConfig.from_env(master=master, app_name=app_name))
+
+            spark = functools.cache(start) if lazy_spark else start()
+        elif lazy_spark:
+            spark = functools.partial(lambda session: session, spark)
         report = run(spark, params)
     except JobInputError as exc:
         if params is not None and run_id is not None:

@@ -59,10 +59,19 @@ def test_maintenance_compacts_vacuums_and_cleans(spark, tmp_path):
         ingest(spark, IngestParams(logical_date=MONDAY, raw_root=raw, warehouse=wh))
     before = spark.read.format("delta").load(f"{wh}/events").count()
     models = tmp_path / "models"
+
+    def no_spark():
+        raise AssertionError("a night with nothing to compact or vacuum must not start Spark")
+
+    # today: the tables are younger than the retention and D's partitions are small -> no Spark session at all
+    quiet = run(no_spark, MaintenanceParams(logical_date=MONDAY, warehouse=wh, models_root=str(models),
+                                            exports_root=str(tmp_path / "exports"), optimize_min_files=1000))
+    assert set(quiet.vacuum_mode.values()) == {"skipped: younger than retention"}
+    assert quiet.optimized == {"events": 0, "events_quarantine": 0}
     _touch_dir(models / ".checkpoints" / "old", 3 * 86400, time.time())
     now = time.time() + 40 * 86400  # forty days later: the old files of the reruns are past the retention
     report = run(spark, MaintenanceParams(logical_date=MONDAY, warehouse=wh, models_root=str(models),
-                                          exports_root=str(tmp_path / "exports"), now=now))
+                                          exports_root=str(tmp_path / "exports"), now=now, optimize_min_files=2))
     assert report.vacuum_mode == {"events": "lite", "events_quarantine": "lite"}
     assert report.vacuum_retention_hours["events"] == 720
     assert report.removed["checkpoints"] == 1 and not (models / ".checkpoints" / "old").exists()
