@@ -82,8 +82,11 @@ with DAG(
     catchup=False,  # backfills are explicit: `attnrec run --from-date` or `airflow backfill create`
     max_active_runs=1,  # build_sequences numbers new items and training warm-starts from yesterday: one night at a time
     # `attnrec run` sets ATTNREC_TASK_RETRIES=0: at a terminal a failure should stop now, not wait for a retry
+    # depends_on_past + wait_for_downstream: a task runs only when its own run and its direct downstream tasks
+    # succeeded the night before, so after a failed check_data on D, D+1's build_sequences waits (D's bad day is
+    # never folded into a snapshot) while D+1's raw events may still be ingested into their own partition
     default_args={"retries": int(os.environ.get("ATTNREC_TASK_RETRIES", "2")), "retry_delay": pendulum.duration(minutes=5),
-                  "depends_on_past": True},
+                  "depends_on_past": True, "wait_for_downstream": True},
     params={
         "raw": Param(_location("ATTNREC_RAW", "raw"), type="string"),
         "warehouse": Param(WAREHOUSE, type="string"),
@@ -140,7 +143,8 @@ with DAG(
     record_run = python_step("record_run", f"record-run --date {day} --warehouse {wh} --run-id '{run_id}' "
                                            "--reports '{{ params.reports }}' "
                                            "--task-states '{{ ti.get_task_states(dag_id=dag.dag_id, run_ids=[run_id]) "
-                                           "| tojson }}'", trigger_rule="all_done", retries=0, depends_on_past=False)
+                                           "| tojson }}'", trigger_rule="all_done", retries=0, depends_on_past=False,
+                             wait_for_downstream=False)
     steps = [ingest_events, build_sequences, check_data, train, evaluate_and_gate, score_users, export, maintenance]
     chain(*steps)
     steps >> record_run

@@ -34,6 +34,7 @@ print(json.dumps({
     "outlets": {t.task_id: sorted(a.name for a in t.outlets) for t in dag.tasks if t.outlets},
     "retries": {t.task_id: t.retries for t in dag.tasks},
     "depends_on_past": {t.task_id: t.depends_on_past for t in dag.tasks},
+    "wait_for_downstream": {t.task_id: t.wait_for_downstream for t in dag.tasks},
     "trigger_rules": {t.task_id: str(t.trigger_rule.value if hasattr(t.trigger_rule, "value") else t.trigger_rule)
                       for t in dag.tasks},
     "max_active_runs": dag.max_active_runs,
@@ -76,6 +77,8 @@ def test_dagbag_imports_and_the_graph_is_the_documented_pipeline(tmp_path):
     assert all(n >= 1 for n in info["retries"].values())
     # a failed night blocks the nights after it until it is fixed and rerun; the record runs whatever happened
     assert info["depends_on_past"].pop("record_run") is False and set(info["depends_on_past"].values()) == {True}
+    assert info["wait_for_downstream"].pop("record_run") is False
+    assert set(info["wait_for_downstream"].values()) == {True}
     assert info["trigger_rules"]["record_run"] == "all_done"
     assert info["max_active_runs"] == 1
 
@@ -265,7 +268,7 @@ def replay(tmp_path_factory, spark, services):
                    "port": int(services["ATTNREC_PG_PORT"]), "schema": services["ATTNREC_PG_DB"],
                    "login": services["ATTNREC_PG_USER"], "password": services["ATTNREC_PG_PASSWORD"]}))
     common = ["--raw", world["raw"], "--warehouse", world["warehouse"], "--artifacts", str(world["artifacts"]),
-              "--exports", str(world["exports"]), "--airflow-home", str(root / "airflow"), "--master", "local[2]",
+              "--exports", str(world["exports"]), "--reports", str(root / "reports"), "--airflow-home", str(root / "airflow"), "--master", "local[2]",
               "--export-to", "files,redis,postgres", "--top-n", "10", "--train-args", TRAIN_ARGS,
               "--gate-args", GATE_ARGS]
     backfill = _run_cli(["--load-history-from", HISTORY_DAY.isoformat(), "--from-date", NIGHTS[0].isoformat(),
@@ -294,7 +297,7 @@ def _rerun_last_night(spark, world: dict) -> None:
     targets = ["--to", "files,redis,postgres", "--exports", exports]
     assert ingest(["--date", day, "--raw", world["raw"], "--warehouse", wh, "--allow-empty"], spark=spark) == 0
     assert sequences(["--date", day, "--warehouse", wh], spark=spark) == 0
-    assert check(["--date", day, "--warehouse", wh], spark=spark) == 0
+    assert check(["--date", day, "--warehouse", wh]) == 0
     assert train_nightly_main(["--date", day, "--warehouse", wh, "--models", models, "--resume",
                                *TRAIN_ARGS.split()]) == 0
     assert gate_main(["--date", day, "--warehouse", wh, *GATE_ARGS.split()]) == 0
@@ -333,7 +336,7 @@ def test_backfill_runs_every_night_through_the_dag(replay, spark):
     runs = runlog.read_runs(wh)
     for day in NIGHTS:
         steps = runlog.latest_per_step(runs, day)
-        assert set(steps) == set(TASK_STEPS.values()) and {r["status"] for r in steps.values()} == {"success"}
+        assert set(steps) == set(TASK_STEPS.values()) | {"report"} and {r["status"] for r in steps.values()} == {"success"}
         assert steps["score"]["model_version"] == reg.published_for(rows, day)["model_version"]
         assert steps["gate"]["gate_decision"] in ("published", "rejected")
         assert steps["ingest"]["rows_read"] > 0 and 0 < steps["check"]["rows_read"] <= steps["ingest"]["rows_read"]
@@ -343,6 +346,16 @@ def test_backfill_runs_every_night_through_the_dag(replay, spark):
     assert state["redis"]["live_date"] == NIGHTS[-1].isoformat()
     assert state["postgres"][-1] == ["live", NIGHTS[-1].isoformat()]
     assert len(state["postgres"]) - 1 == sum(f["rows"] for f in state["files"].values())
+    # `attnrec run` ends with the last night in ten seconds, and every night wrote its HTML report
+    tail = replay["backfill_stdout"].split(f"== night {NIGHTS[-1]}: OK", 1)[1]
+    for line in ("rows        events +", "quarantine  ", "gate        ", "scored      ", "exports     files:", "report      "):
+        assert line in tail, line
+    from tests.browser import open_page
+
+    page = open_page(Path(replay["warehouse"]).parent / "reports" / f"attnrec-{NIGHTS[-1]}.html")
+    assert len(page["images"]) == 6 and all(i["decoded"] and i["width"] > 100 for i in page["images"]), page["images"]
+    assert [m for m in page["console"] if m["level"] in ("SEVERE", "WARNING")] == []
+    assert all(str(day) in page["text"] for day in NIGHTS)
 
 
 @pytest.mark.slow
