@@ -75,8 +75,10 @@ def partition_row_counts(path: str, column: str) -> dict:
     return counts
 
 
-def read_partitions(path: str, column: str, first, last, columns: list[str]) -> pa.Table:
-    """`columns` of the rows whose partition `column` lies in [first, last] (pruned by the log)."""
+def read_files(path: str, partition_filters: list, columns: list[str], row_filter=None) -> pa.Table:
+    """`columns` (not partition columns) of the files the log lists for `partition_filters` (delta-rs's
+    (column, op, ISO value) tuples), with an optional pyarrow row filter; an empty table (string columns)
+    when nothing matches. Raises TableMissing when there is no table."""
     from deltalake import DeltaTable
     from deltalake.exceptions import TableNotFoundError
 
@@ -86,16 +88,26 @@ def read_partitions(path: str, column: str, first, last, columns: list[str]) -> 
         raise TableMissing(f"no Delta table at {path}") from None
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        files = table.file_uris(partition_filters=[(column, ">=", first.isoformat()), (column, "<=", last.isoformat())])
-    wanted = [c for c in columns if c != column]
+        files = table.file_uris(partition_filters=partition_filters or None)
     parts = []
     for f in files:
-        part = pq.read_table(f, columns=wanted)
-        if column in columns:  # the partition value lives in the log and the path, not in the file
-            value = dt.date.fromisoformat(f.split(f"{column}=")[1].split("/")[0])
-            part = part.append_column(column, pa.array([value] * part.num_rows, pa.date32()))
+        part = pq.read_table(f, columns=columns, filters=row_filter)
+        part = part.append_column("__file", pa.array([f] * part.num_rows, pa.string())) if part.num_rows else part
         parts.append(part)
-    return pa.concat_tables(parts) if parts else pa.table({c: pa.array([], pa.string()) for c in columns})
+    parts = [p for p in parts if p.num_rows]
+    if not parts:
+        return pa.table({c: pa.array([], pa.string()) for c in [*columns, "__file"]})
+    return pa.concat_tables(parts, promote_options="permissive")
+
+
+def read_partitions(path: str, column: str, first, last, columns: list[str]) -> pa.Table:
+    """`columns` of the rows whose partition `column` lies in [first, last] (pruned by the log)."""
+    wanted = [c for c in columns if c != column]
+    rows = read_files(path, [(column, ">=", first.isoformat()), (column, "<=", last.isoformat())], wanted)
+    if column in columns:  # the partition value lives in the log and the path, not in the file
+        values = [dt.date.fromisoformat(f.split(f"{column}=")[1].split("/")[0]) for f in rows.column("__file").to_pylist()]
+        rows = rows.append_column(column, pa.array(values, pa.date32()))
+    return rows.drop_columns(["__file"]).select(columns)
 
 
 # ---------------------------------------------------------------- small append-only log tables

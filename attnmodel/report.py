@@ -26,7 +26,6 @@ from dataclasses import dataclass, field
 
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.parquet as pq
 
 from attnmodel import registry as reg
 from attnmodel import runlog
@@ -44,7 +43,7 @@ from attnmodel.columns import (
     USER_ID,
     USER_SEQUENCES_TABLE,
 )
-from attnmodel.delta_io import TableMissing, read_delta, warehouse_table
+from attnmodel.delta_io import TableMissing, read_delta, read_files, warehouse_table
 
 REPORT_NIGHTS = 14  # nights shown when --from-date is not given
 HIT_K = 10
@@ -105,26 +104,11 @@ class ReportData:
 
 # ---------------------------------------------------------------- reading the tables
 
-def _files(table_path: str, filters: list) -> list[str]:
-    import warnings
-
-    from deltalake import DeltaTable
-    from deltalake.exceptions import TableNotFoundError
-
-    try:
-        table = DeltaTable(table_path)
-    except TableNotFoundError:
-        return []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return table.file_uris(partition_filters=filters or None)
-
-
 def _read(table_path: str, filters: list, columns: list[str], row_filter=None) -> pa.Table:
-    parts = [pq.read_table(f, columns=columns, filters=row_filter) for f in _files(table_path, filters)]
-    parts = [p for p in parts if p.num_rows]
-    return pa.concat_tables(parts, promote_options="permissive") if parts else pa.table(
-        {c: pa.array([], pa.string()) for c in columns})
+    try:
+        return read_files(table_path, filters, columns, row_filter).drop_columns(["__file"])
+    except TableMissing:
+        return pa.table({c: pa.array([], pa.string()) for c in columns})
 
 
 def _pairs(table: pa.Table) -> dict[str, set[str]]:
@@ -265,6 +249,14 @@ def _dates(nights: list[Night]) -> list[str]:
     return [n.date.strftime("%m-%d") for n in nights]
 
 
+def _step_lines(ax, nights: list[Night], series) -> None:
+    """One line per (step, pipeline_runs column, label) over the nights; a missing figure is a gap."""
+    x = _dates(nights)
+    for step, key, label in series:
+        ys = [n.step(step).get(key) for n in nights]
+        ax.plot(x, [float("nan") if y is None else y for y in ys], marker="o", label=label)
+
+
 def plots(data: ReportData) -> dict[str, str]:
     """title -> PNG data URI, in the report's order."""
     out = {}
@@ -290,10 +282,9 @@ def plots(data: ReportData) -> dict[str, str]:
     gated = [n for n in nights if n.step("gate").get("gate_candidate_ndcg10") is not None]
     if gated:
         x = _dates(gated)
-        for key, label in (("gate_candidate_ndcg10", "candidate"), ("gate_published_ndcg10", "published"),
-                           ("gate_popularity_ndcg10", "popularity")):
-            ys = [n.step("gate").get(key) for n in gated]
-            ax.plot(x, [float("nan") if y is None else y for y in ys], marker="o", label=label)
+        _step_lines(ax, gated, [("gate", "gate_candidate_ndcg10", "candidate"),
+                                ("gate", "gate_published_ndcg10", "published"),
+                                ("gate", "gate_popularity_ndcg10", "popularity")])
         for xi, n in zip(x, gated):
             if n.step("gate").get("gate_decision") == reg.REJECTED:
                 ax.annotate("rejected", (xi, n.step("gate")["gate_candidate_ndcg10"]), color="red", fontsize=8)
@@ -331,11 +322,9 @@ def plots(data: ReportData) -> dict[str, str]:
 
     fig, ax = _figure()
     if nights:
-        x = _dates(nights)
-        for step, key, label in (("ingest", "rows_written", "events accepted"), ("sequences", "rows_written", "users in snapshot"),
-                                 ("score", "rows_read", "users scored")):
-            ys = [n.step(step).get(key) for n in nights]
-            ax.plot(x, [float("nan") if y is None else y for y in ys], marker="o", label=label)
+        _step_lines(ax, nights, [("ingest", "rows_written", "events accepted"),
+                                 ("sequences", "rows_written", "users in snapshot"),
+                                 ("score", "rows_read", "users scored")])
         ax.set(ylabel="rows", title="rows per night")
         ax.legend(fontsize=8)
     else:
