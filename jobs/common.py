@@ -70,10 +70,15 @@ class StageClock:
         self._last = now
 
 
+_SHOWN_ENTRIES = 10
+
+
 def print_report(step: str, report) -> None:
     """One human line per field, then the report as one JSON line (for scripts)."""
     fields = dataclasses.asdict(report)
-    print(f"[{step}] " + ", ".join(f"{k}={v}" for k, v in fields.items()))
+    shown = {k: (f"<{len(v)} entries: see the JSON line>" if isinstance(v, dict) and len(v) > _SHOWN_ENTRIES else v)
+             for k, v in fields.items()}  # a 200-day history load's per-day figures stay out of the human line
+    print(f"[{step}] " + ", ".join(f"{k}={v}" for k, v in shown.items()))
     print(json.dumps({"step": step, **fields}, default=str), flush=True)
 
 
