@@ -78,7 +78,9 @@ with DAG(
     dag_id="attnrec_nightly",
     description="raw events -> events -> user_sequences -> model (gated) -> recommendations -> exports",
     schedule=NIGHTLY,
-    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    # the earliest data day a backfill may process (Airflow makes no task for a date before it: a 1998 replay
+    # would be an empty success); catchup=False keeps the scheduler from running that past on its own
+    start_date=pendulum.datetime(1970, 1, 1, tz="UTC"),
     catchup=False,  # backfills are explicit: `attnrec run --from-date` or `airflow backfill create`
     max_active_runs=1,  # build_sequences numbers new items and training warm-starts from yesterday: one night at a time
     # `attnrec run` sets ATTNREC_TASK_RETRIES=0: at a terminal a failure should stop now, not wait for a retry

@@ -17,6 +17,7 @@ import sys
 import time
 
 from jobs.common import JobInputError, default_raw_root, default_warehouse, fail, parse_date
+from jobs.dag_runner import BLOCKED_EXIT_CODE
 
 # subcommand -> (module, function, one-line help). Modules are imported only when their command runs,
 # so `attnrec train` never starts Spark and `attnrec ingest` never imports torch.
@@ -156,6 +157,9 @@ def run_pipeline(args: argparse.Namespace) -> int:
     print(f"$ python -m jobs.dag_runner --dates {dates}  (dags/attnrec_nightly.py, one dag.test per night)", flush=True)
     out = subprocess.run([sys.executable, "-m", "jobs.dag_runner", "--dates", dates, "--conf", json.dumps(conf)],
                          env=env, cwd=PROJECT_DIR)
+    if out.returncode == BLOCKED_EXIT_CODE:
+        return fail("the night is held by an earlier failed night (see above): fix and rerun that night first",
+                    code=out.returncode)
     if out.returncode:
         return fail(f"the nightly DAG failed (see the task logs above); rerun `attnrec run --date ...` for the "
                     f"failed date once it is fixed: later dates were not run", code=out.returncode)

@@ -9,6 +9,11 @@ Data day D is the DAG run whose data interval is [D, D+1): logical date D+1 00:0
 data-interval timetable. A date already run is replaced (dag.test clears the earlier run of that date).
 Prints `TASK <date> <task> <state> <seconds>` per task and `DAGRUN <date> <state> <failed tasks>` per date,
 and stops at the first failed night: a later night must not fold a broken day into its sequences.
+
+A night held by an earlier failed night (depends_on_past / wait_for_downstream: D+1's build_sequences waits for
+D's check_data) would make dag.test() wait forever; the runner sees Airflow's "No tasks to run" while the
+previous run has failed, prints `BLOCKED <date> by <earlier date> (<failed tasks>)` with what to do, and exits
+with BLOCKED_EXIT_CODE. What could run before the hold (D+1's ingest) has run.
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import logging
 import os
 import runpy
 import sys
@@ -29,6 +35,15 @@ def logical_date_for(day: dt.date):
 
     nxt = day + dt.timedelta(days=1)
     return pendulum.datetime(nxt.year, nxt.month, nxt.day, tz="UTC")
+
+
+def _run_id_for(dag_id: str, day: dt.date) -> str:
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        run = session.query(DagRun).filter(DagRun.dag_id == dag_id, DagRun.logical_date == logical_date_for(day)).one()
+        return run.run_id
 
 
 def task_instances(dag_id: str, run_id: str) -> list[tuple[str, str, float | None]]:
@@ -45,17 +60,92 @@ def task_instances(dag_id: str, run_id: str) -> list[tuple[str, str, float | Non
     return [(t, s, d) for t, s, d, _ in sorted(out, key=lambda r: r[3] or far)]
 
 
+BLOCKED_EXIT_CODE = 3
+_UNRUNNABLE = "No tasks to run"  # dag.test()'s warning while every unfinished task waits on a dependency
+
+
+class NightBlocked(Exception):
+    def __init__(self, earlier: dt.date, failed: list[str]):
+        super().__init__(f"held by the failed night {earlier}")
+        self.earlier, self.failed = earlier, failed
+
+
+def previous_failed_run(dag_id: str, logical_date) -> tuple[dt.date, list[str]] | None:
+    """(data day, failed tasks) of the run just before logical_date when that run failed, else None."""
+    from airflow.models.dagrun import DagRun
+    from airflow.utils.session import create_session
+
+    with create_session() as session:
+        prev = (session.query(DagRun).filter(DagRun.dag_id == dag_id, DagRun.logical_date < logical_date)
+                .order_by(DagRun.logical_date.desc()).first())
+        if prev is None or str(getattr(prev.state, "value", prev.state)) != "failed":
+            return None
+        run_id, day = prev.run_id, (prev.logical_date - dt.timedelta(days=1)).date()
+    failed = sorted(t for t, state, _ in task_instances(dag_id, run_id) if state == "failed")
+    # record_run fails because the night did: the cause is the other failed task
+    return day, [t for t in failed if t != "record_run"] or failed
+
+
+def record_held(warehouse: str, day: dt.date, run_id: str, task_states: dict, held: NightBlocked) -> None:
+    from attnmodel import runlog
+    from jobs.runs import missing_rows
+
+    recorded = {r["step"] for r in runlog.read_runs(warehouse) if r["data_date"] == day and r["run_id"] == run_id}
+    for step, _ in missing_rows(task_states, recorded):
+        runlog.record_step(warehouse, step, day, run_id, status=runlog.NOT_RUN,
+                           message=f"held: night {held.earlier} failed at {','.join(held.failed) or '-'}")
+
+
+class _HoldWatch(logging.Handler):
+    """Turns dag.test()'s endless wait on a failed earlier night into NightBlocked (raised from the warning:
+    logging calls a handler's emit without catching what it raises)."""
+
+    def __init__(self, dag_id: str, logical_date):
+        super().__init__(logging.WARNING)
+        self.dag_id, self.logical_date = dag_id, logical_date
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if _UNRUNNABLE in record.getMessage():
+            held_by = previous_failed_run(self.dag_id, self.logical_date)
+            if held_by is not None:  # else: a retry delay or a sensor, which passes on its own
+                raise NightBlocked(*held_by)
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="jobs.dag_runner")
     p.add_argument("--dates", required=True, help="comma-separated data days, in order")
     p.add_argument("--conf", default="{}", help="DAG params for every run (JSON)")
     a = p.parse_args(argv)
     dag = runpy.run_path(DAG_FILE, run_name="attnrec_dag")["dag"]
+    dag_log = logging.getLogger("airflow.sdk.definitions.dag")
     conf = json.loads(a.conf)
     for text in a.dates.split(","):
         day = dt.date.fromisoformat(text)
-        run = dag.test(logical_date=logical_date_for(day), run_conf=conf)
+        watch = _HoldWatch(dag.dag_id, logical_date_for(day))
+        dag_log.addHandler(watch)
+        try:
+            run = dag.test(logical_date=logical_date_for(day), run_conf=conf)
+        except NightBlocked as held:
+            failed = ",".join(held.failed) or "-"
+            print(f"BLOCKED {day} by {held.earlier} ({failed})", flush=True)
+            print(f"error: night {day} is held: night {held.earlier} failed at {failed}, and its steps wait for it "
+                  f"(depends_on_past) so that {day}'s sequences never fold in a bad day. Fix what "
+                  f"{held.earlier}'s failed task says (`attnrec runs --date {held.earlier}`), rerun "
+                  f"`attnrec run --date {held.earlier}`, then this night.", file=sys.stderr, flush=True)
+            run_id = _run_id_for(dag.dag_id, day)
+            tis = task_instances(dag.dag_id, run_id)
+            for task_id, state, seconds in tis:
+                print(f"TASK {day} {task_id} {state} {'-' if seconds is None else f'{seconds:.1f}'}", flush=True)
+            if conf.get("warehouse"):  # the held steps get their row, with the reason, as record_run would
+                record_held(conf["warehouse"], day, run_id, {t: s for t, s, _ in tis}, held)
+            return BLOCKED_EXIT_CODE
+        finally:
+            dag_log.removeHandler(watch)
         tis = task_instances(run.dag_id, run.run_id)
+        if not tis:  # Airflow marks a run with no tasks a success: that is no night
+            print(f"DAGRUN {day} failed -", flush=True)
+            print(f"error: the DAG made no task for {day} (is it before the DAG's start_date?)", file=sys.stderr)
+            return 1
         for task_id, state, seconds in tis:  # per-step seconds, for people and for bench/nightly.py
             print(f"TASK {day} {task_id} {state} {'-' if seconds is None else f'{seconds:.1f}'}", flush=True)
         failed = sorted(task_id for task_id, state, _ in tis if state not in ("success", "skipped"))
