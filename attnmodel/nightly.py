@@ -287,8 +287,11 @@ def gate(a: argparse.Namespace) -> dict:
     prior = reg.decision_for(rows, cand["model_version"], date)
     serving = reg.published_for(rows, date)
     if prior is not None:
+        # the decision's own figures, so that a rerun's record says what the decision rests on
         return {"reused": True, "model_version": cand["model_version"], "decision": prior["status"],
-                "reason": prior["reason"], "serving": serving["model_version"] if serving else None}
+                "reason": prior["reason"], "serving": serving["model_version"] if serving else None,
+                **{f"{k}_ndcg@10": prior.get(f"{k}_ndcg10") for k in ("candidate", "published", "popularity")},
+                "gate_users": prior.get("gate_users")}
     seqs, holdout, _ = read_day_holdout(f"{a.warehouse.rstrip('/')}/{USER_SEQUENCES_TABLE}", date.isoformat())
     figures = gate_figures(cand["model_dir"], serving["model_dir"] if serving else None, seqs, holdout)
     status, reason = decide(figures, GatePolicy(a.gate_tolerance, a.gate_min_users), serving is not None)
