@@ -107,3 +107,74 @@ def test_defaults_pass_the_real_swings_of_the_last_7_days_of_movielens_100k():
     half_bad = [DayFigures(f.day, f.accepted, f.accepted, f.new_items, f.new_users) if f.day == nights[-1] else f
                 for f in figures]
     assert not _by_name(evaluate(half_bad, nights[-1], T))["quarantine_share"].passed
+
+
+def _warehouse(wh, accepted: dict, bad: dict, first_seen: dict, snapshot_users: dict) -> None:
+    """The columns check_data reads, written with delta-rs as the jobs lay them out (events and quarantine
+    partitioned by event_date)."""
+    import pyarrow as pa
+    from deltalake import write_deltalake
+
+    def dates(counts):
+        return [d for d, n in sorted(counts.items()) for _ in range(n)]
+
+    events = dates(accepted)
+    write_deltalake(f"{wh}/events", pa.table({"event_date": pa.array(events, pa.date32()),
+                                              "user_id": [str(i) for i in range(len(events))]}),
+                    partition_by=["event_date"])
+    quarantined = dates(bad)
+    write_deltalake(f"{wh}/events_quarantine", pa.table({"event_date": pa.array(quarantined, pa.date32()),
+                                                         "reason": ["bad_timestamp"] * len(quarantined)}),
+                    partition_by=["event_date"])
+    seen = dates(first_seen)
+    write_deltalake(f"{wh}/item_index", pa.table({"item_id": [str(i) for i in range(len(seen))],
+                                                  "first_seen_date": pa.array(seen, pa.date32())}))
+    write_deltalake(f"{wh}/sequence_snapshots", pa.table({"as_of_date": pa.array(sorted(snapshot_users), pa.date32()),
+                                                          "users": [snapshot_users[d] for d in sorted(snapshot_users)]}))
+
+
+def _days(n):
+    return [D - dt.timedelta(days=n - i) for i in range(n)]
+
+
+# each check failing on day D at job level: exit 3 (the DAG's check_data task fails, so nothing downstream of it
+# runs: no training, no scoring; the DAG test shows the next night waiting), the table, the figure and the
+# threshold on stderr and in the check's pipeline_runs row
+FAILING_DAYS = {
+    "volume": dict(accepted={**{d: 100 for d in _days(14)}, D: 10}, text="10 accepted events, 0.10 x the median 100",
+                   threshold="(threshold 0.2)", table="events"),
+    "empty_day": dict(accepted={d: 100 for d in _days(14)[:-2]}, text="3 empty day(s) in a row",
+                      threshold="(threshold 2)", table="events"),
+    "new_items": dict(accepted={**{d: 100 for d in _days(14)}, D: 100}, new_items=500,
+                      text="500 new items on 2026-02-20, 50.0 x the median 10", threshold="(threshold 10.0)",
+                      table="item_index"),
+    "new_users": dict(accepted={**{d: 100 for d in _days(14)}, D: 100}, new_users=400,
+                      text="400 new users on 2026-02-20, 40.0 x the median 10", threshold="(threshold 10.0)",
+                      table="sequence_snapshots"),
+}
+
+
+@pytest.mark.parametrize("check", sorted(FAILING_DAYS))
+def test_each_check_fails_the_job_and_pipeline_runs_says_why(check, tmp_path, capsys):
+    from attnmodel import runlog
+    from jobs.check_data import main
+
+    case, wh = FAILING_DAYS[check], str(tmp_path / "wh")
+    history = _days(14)
+    first_seen = {history[0] - dt.timedelta(days=1): 50, **{d: 10 for d in history}, D: case.get("new_items", 10)}
+    users, total = {}, 1000
+    for d in history + [D]:
+        total += case.get("new_users", 10) if d == D else 10
+        users[d] = total
+    _warehouse(wh, case["accepted"], {}, first_seen, users)
+    assert main(["--date", D.isoformat(), "--warehouse", wh, "--run-id", "r1"]) == 3
+    err = capsys.readouterr().err
+    assert f"data check {check} failed on {case['table']}" in err
+    assert case["text"] in err and case["threshold"] in err, err
+    (row,) = [r for r in runlog.read_runs(wh) if r["step"] == "check"]
+    assert row["status"] == runlog.FAILED and row["run_id"] == "r1" and row["data_date"] == D
+    assert row["message"].startswith(f"{check} on {case['table']}: ") and case["text"] in row["message"]
+    # the same day passes once the deployment's threshold allows it
+    loose = {"volume": '{"min_volume_ratio": 0.05}', "empty_day": '{"max_empty_days_in_a_row": 3}',
+             "new_items": '{"max_new_ratio": 60}', "new_users": '{"max_new_ratio": 60}'}[check]
+    assert main(["--date", D.isoformat(), "--warehouse", wh, "--thresholds", loose]) == 0
