@@ -139,6 +139,20 @@ def test_airflow_backfill_create_dry_run_lists_the_data_days(tmp_path):
     assert listed == ["2026-03-02", "2026-03-03", "2026-03-04"], (out.stdout + out.stderr)[-3000:]
 
 
+def test_a_date_before_the_dags_start_date_is_an_error_not_an_empty_success(tmp_path):
+    """Airflow makes no task for a logical date before the DAG's start_date and calls that run a success; the
+    runner says it is no night."""
+    env = _airflow_env(tmp_path)
+    out = subprocess.run([str(BIN / "airflow"), "db", "migrate"], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    out = subprocess.run([sys.executable, "-m", "jobs.dag_runner", "--dates", "1969-06-01"], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 1, (out.stdout + out.stderr)[-3000:]
+    assert "DAGRUN 1969-06-01 failed -" in out.stdout
+    assert "the DAG made no task for 1969-06-01 (is it before the DAG's start_date?)" in out.stderr
+
+
 # ---------------------------------------------------------------- the real-data replay (MovieLens-100K)
 
 ML100K = ROOT.parent / "shared" / "data" / "ml-100k" / "u.data"
