@@ -161,8 +161,8 @@ def run_pipeline(args: argparse.Namespace) -> int:
         return fail("the night is held by an earlier failed night (see above): fix and rerun that night first",
                     code=out.returncode)
     if out.returncode:
-        return fail(f"the nightly DAG failed (see the task logs above); rerun `attnrec run --date ...` for the "
-                    f"failed date once it is fixed: later dates were not run", code=out.returncode)
+        return fail("the nightly DAG failed (see the task logs above); rerun `attnrec run --date ...` for the "
+                    "failed date once it is fixed: later dates were not run", code=out.returncode)
     ran.append(f"DAG attnrec_nightly for {nights[0]}..{nights[-1]} ({len(nights)} nights)")
     _call("runs", ["--from-date", nights[0].isoformat(), "--date", nights[-1].isoformat(),
                    "--warehouse", args.warehouse])
