@@ -401,10 +401,8 @@ def _range_frames(spark: SparkSession, params: IngestParams, statuses_by_day: di
     keyed = with_dedup_key(classified).persist(StorageLevel.MEMORY_AND_DISK)
     dup_keys = duplicate_keys(keyed).persist(StorageLevel.MEMORY_AND_DISK)
     cached += [keyed, dup_keys]
-    if len(days) == 1:
-        records_read = {days[0]: keyed.count()}
-    else:
-        records_read = {r["event_date"]: r["n"] for r in keyed.groupBy("event_date").agg(F.count(F.lit(1)).alias("n")).collect()}
+    records_read = {r["event_date"]: r["n"]
+                    for r in keyed.groupBy("event_date").agg(F.count(F.lit(1)).alias("n")).collect()}
     # broadcast the (usually few) duplicated keys so the records themselves are never shuffled
     deduplicated = mark_duplicates_of(keyed, dup_keys, read_files,
                                       broadcast=dup_keys.count() <= _BROADCAST_DUPLICATE_KEYS)
