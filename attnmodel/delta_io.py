@@ -75,10 +75,12 @@ def partition_row_counts(path: str, column: str) -> dict:
     return counts
 
 
-def read_files(path: str, partition_filters: list, columns: list[str], row_filter=None) -> pa.Table:
+def read_files(path: str, partition_filters: list, columns: list[str], row_filter=None,
+               partition_column: str | None = None) -> pa.Table:
     """`columns` (not partition columns) of the files the log lists for `partition_filters` (delta-rs's
-    (column, op, ISO value) tuples), with an optional pyarrow row filter; an empty table (string columns)
-    when nothing matches. Raises TableMissing when there is no table."""
+    (column, op, ISO value) tuples), with an optional pyarrow row filter; with `partition_column` (a date
+    partition), that column too, from each file's path. An empty table (string columns) when nothing matches.
+    Raises TableMissing when there is no table."""
     from deltalake import DeltaTable
     from deltalake.exceptions import TableNotFoundError
 
@@ -92,22 +94,24 @@ def read_files(path: str, partition_filters: list, columns: list[str], row_filte
     parts = []
     for f in files:
         part = pq.read_table(f, columns=columns, filters=row_filter)
-        part = part.append_column("__file", pa.array([f] * part.num_rows, pa.string())) if part.num_rows else part
-        parts.append(part)
-    parts = [p for p in parts if p.num_rows]
+        if part.num_rows and partition_column:  # the value lives in the log and the path, not in the file
+            value = dt.date.fromisoformat(f.split(f"{partition_column}=")[1].split("/")[0])
+            part = part.append_column(partition_column, pa.repeat(pa.scalar(value, pa.date32()), part.num_rows))
+        if part.num_rows:
+            parts.append(part)
     if not parts:
-        return pa.table({c: pa.array([], pa.string()) for c in [*columns, "__file"]})
+        empty = {c: pa.array([], pa.string()) for c in columns}
+        if partition_column:
+            empty[partition_column] = pa.array([], pa.date32())
+        return pa.table(empty)
     return pa.concat_tables(parts, promote_options="permissive")
 
 
 def read_partitions(path: str, column: str, first, last, columns: list[str]) -> pa.Table:
-    """`columns` of the rows whose partition `column` lies in [first, last] (pruned by the log)."""
-    wanted = [c for c in columns if c != column]
-    rows = read_files(path, [(column, ">=", first.isoformat()), (column, "<=", last.isoformat())], wanted)
-    if column in columns:  # the partition value lives in the log and the path, not in the file
-        values = [dt.date.fromisoformat(f.split(f"{column}=")[1].split("/")[0]) for f in rows.column("__file").to_pylist()]
-        rows = rows.append_column(column, pa.array(values, pa.date32()))
-    return rows.drop_columns(["__file"]).select(columns)
+    """`columns` of the rows whose date partition `column` lies in [first, last] (pruned by the log)."""
+    rows = read_files(path, [(column, ">=", first.isoformat()), (column, "<=", last.isoformat())],
+                      [c for c in columns if c != column], partition_column=column if column in columns else None)
+    return rows.select(columns)
 
 
 # ---------------------------------------------------------------- small append-only log tables

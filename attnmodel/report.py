@@ -106,7 +106,7 @@ class ReportData:
 
 def _read(table_path: str, filters: list, columns: list[str], row_filter=None) -> pa.Table:
     try:
-        return read_files(table_path, filters, columns, row_filter).drop_columns(["__file"])
+        return read_files(table_path, filters, columns, row_filter)
     except TableMissing:
         return pa.table({c: pa.array([], pa.string()) for c in columns})
 

@@ -86,7 +86,8 @@ with DAG(
     # `attnrec run` sets ATTNREC_TASK_RETRIES=0: at a terminal a failure should stop now, not wait for a retry
     # depends_on_past + wait_for_downstream: a task runs only when its own run and its direct downstream tasks
     # succeeded the night before, so after a failed check_data on D, D+1's build_sequences waits (D's bad day is
-    # never folded into a snapshot) while D+1's raw events may still be ingested into their own partition
+    # never folded into a snapshot); as every step's downstream includes record_run, which fails with the night,
+    # all of D+1 waits in practice
     default_args={"retries": int(os.environ.get("ATTNREC_TASK_RETRIES", "2")), "retry_delay": pendulum.duration(minutes=5),
                   "depends_on_past": True, "wait_for_downstream": True},
     params={

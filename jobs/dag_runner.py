@@ -12,8 +12,9 @@ and stops at the first failed night: a later night must not fold a broken day in
 
 A night held by an earlier failed night (depends_on_past / wait_for_downstream: D+1's build_sequences waits for
 D's check_data) would make dag.test() wait forever; the runner sees Airflow's "No tasks to run" while the
-previous run has failed, prints `BLOCKED <date> by <earlier date> (<failed tasks>)` with what to do, and exits
-with BLOCKED_EXIT_CODE. What could run before the hold (D+1's ingest) has run.
+previous run has failed, prints `BLOCKED <date> by <earlier date> (<failed tasks>)` with what to do, records the
+held steps in pipeline_runs, and exits with BLOCKED_EXIT_CODE. In practice all of D+1 waits: every step's downstream
+in D includes record_run, which fails with the night.
 """
 
 from __future__ import annotations
@@ -86,14 +87,18 @@ def previous_failed_run(dag_id: str, logical_date) -> tuple[dt.date, list[str]] 
     return day, [t for t in failed if t != "record_run"] or failed
 
 
-def record_held(warehouse: str, day: dt.date, run_id: str, task_states: dict, held: NightBlocked) -> None:
+def record_held(warehouse: str, day: dt.date, run_id: str, task_states: dict, message: str) -> None:
     from attnmodel import runlog
     from jobs.runs import missing_rows
 
     recorded = {r["step"] for r in runlog.read_runs(warehouse) if r["data_date"] == day and r["run_id"] == run_id}
     for step, _ in missing_rows(task_states, recorded):
-        runlog.record_step(warehouse, step, day, run_id, status=runlog.NOT_RUN,
-                           message=f"held: night {held.earlier} failed at {','.join(held.failed) or '-'}")
+        runlog.record_step(warehouse, step, day, run_id, status=runlog.NOT_RUN, message=message)
+
+
+def _print_tasks(day: dt.date, tis: list) -> None:
+    for task_id, state, seconds in tis:  # per-step seconds, for people and for bench/nightly.py
+        print(f"TASK {day} {task_id} {state} {'-' if seconds is None else f'{seconds:.1f}'}", flush=True)
 
 
 class _HoldWatch(logging.Handler):
@@ -134,10 +139,10 @@ def main(argv: list[str] | None = None) -> int:
                   f"`attnrec run --date {held.earlier}`, then this night.", file=sys.stderr, flush=True)
             run_id = _run_id_for(dag.dag_id, day)
             tis = task_instances(dag.dag_id, run_id)
-            for task_id, state, seconds in tis:
-                print(f"TASK {day} {task_id} {state} {'-' if seconds is None else f'{seconds:.1f}'}", flush=True)
+            _print_tasks(day, tis)
             if conf.get("warehouse"):  # the held steps get their row, with the reason, as record_run would
-                record_held(conf["warehouse"], day, run_id, {t: s for t, s, _ in tis}, held)
+                record_held(conf["warehouse"], day, run_id, {t: s for t, s, _ in tis},
+                            f"held: night {held.earlier} failed at {failed}")
             return BLOCKED_EXIT_CODE
         finally:
             dag_log.removeHandler(watch)
@@ -146,8 +151,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"DAGRUN {day} failed -", flush=True)
             print(f"error: the DAG made no task for {day} (is it before the DAG's start_date?)", file=sys.stderr)
             return 1
-        for task_id, state, seconds in tis:  # per-step seconds, for people and for bench/nightly.py
-            print(f"TASK {day} {task_id} {state} {'-' if seconds is None else f'{seconds:.1f}'}", flush=True)
+        _print_tasks(day, tis)
         failed = sorted(task_id for task_id, state, _ in tis if state not in ("success", "skipped"))
         print(f"DAGRUN {day} {run.state} {','.join(failed) or '-'}", flush=True)
         if str(run.state) != "success":

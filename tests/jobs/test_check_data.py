@@ -109,9 +109,9 @@ def test_defaults_pass_the_real_swings_of_the_last_7_days_of_movielens_100k():
     assert not _by_name(evaluate(half_bad, nights[-1], T))["quarantine_share"].passed
 
 
-def _warehouse(wh, accepted: dict, bad: dict, first_seen: dict, snapshot_users: dict) -> None:
+def _warehouse(wh, accepted: dict, first_seen: dict, snapshot_users: dict) -> None:
     """The columns check_data reads, written with delta-rs as the jobs lay them out (events and quarantine
-    partitioned by event_date)."""
+    partitioned by event_date; nothing quarantined)."""
     import pyarrow as pa
     from deltalake import write_deltalake
 
@@ -122,9 +122,8 @@ def _warehouse(wh, accepted: dict, bad: dict, first_seen: dict, snapshot_users: 
     write_deltalake(f"{wh}/events", pa.table({"event_date": pa.array(events, pa.date32()),
                                               "user_id": [str(i) for i in range(len(events))]}),
                     partition_by=["event_date"])
-    quarantined = dates(bad)
-    write_deltalake(f"{wh}/events_quarantine", pa.table({"event_date": pa.array(quarantined, pa.date32()),
-                                                         "reason": ["bad_timestamp"] * len(quarantined)}),
+    write_deltalake(f"{wh}/events_quarantine", pa.table({"event_date": pa.array([], pa.date32()),
+                                                         "reason": pa.array([], pa.string())}),
                     partition_by=["event_date"])
     seen = dates(first_seen)
     write_deltalake(f"{wh}/item_index", pa.table({"item_id": [str(i) for i in range(len(seen))],
@@ -166,7 +165,7 @@ def test_each_check_fails_the_job_and_pipeline_runs_says_why(check, tmp_path, ca
     for d in history + [D]:
         total += case.get("new_users", 10) if d == D else 10
         users[d] = total
-    _warehouse(wh, case["accepted"], {}, first_seen, users)
+    _warehouse(wh, case["accepted"], first_seen, users)
     assert main(["--date", D.isoformat(), "--warehouse", wh, "--run-id", "r1"]) == 3
     err = capsys.readouterr().err
     assert f"data check {check} failed on {case['table']}" in err
